@@ -1,0 +1,1 @@
+"""What every tagstream service shares below its own code: errors, settings, logging."""

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# One idempotent set-up step for a fresh or a warm machine: system packages, a cached
+# virtualenv keyed on the dependency list, the Kafka jars and the Reuters-21578 data.
+# Everything heavy lives under $TAGSTREAM_CACHE (default ~/.cache/tagstream), never in the
+# checkout; .venv in the checkout is a link into that cache.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cache=${TAGSTREAM_CACHE:-$HOME/.cache/tagstream}
+python=${PYTHON:-python3}
+mkdir -p "$cache"
+log() { printf 'setup: %s\n' "$*" >&2; }
+
+need_apt=()
+command -v redis-server >/dev/null || need_apt+=(redis-server)
+command -v java >/dev/null || need_apt+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null || need_apt+=(maven)
+command -v npm >/dev/null || need_apt+=(npm)
+if ((${#need_apt[@]})); then
+  log "installing ${need_apt[*]} with apt-get"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+# The virtualenv is keyed on the Python version and the dependency lists, so editing
+# anything else in pyproject.toml does not reinstall torch.
+key=$("$python" - "$root/pyproject.toml" <<'PY'
+import hashlib, json, sys, tomllib
+project = tomllib.load(open(sys.argv[1], "rb"))["project"]
+deps = {"deps": project["dependencies"], "extras": project.get("optional-dependencies", {}),
+        "python": sys.version_info[:2]}
+print(hashlib.sha256(json.dumps(deps, sort_keys=True).encode()).hexdigest()[:16])
+PY
+)
+venv="$cache/venv-$key"
+if [ ! -f "$venv/.complete" ]; then
+  log "building virtualenv $venv (first run downloads torch: several minutes)"
+  rm -rf "$venv"
+  "$python" -m venv "$venv"
+  "$venv/bin/pip" install -q --upgrade pip
+  deps=$("$python" - "$root/pyproject.toml" <<'PY'
+import sys, tomllib
+project = tomllib.load(open(sys.argv[1], "rb"))["project"]
+print("\n".join(project["dependencies"] + project["optional-dependencies"]["dev"]))
+PY
+)
+  # shellcheck disable=SC2086
+  echo "$deps" | xargs -d '\n' "$venv/bin/pip" install -q
+  touch "$venv/.complete"
+fi
+ln -sfn "$venv" "$root/.venv"
+# Re-pointing the editable install is cheap and keeps a shared venv on this checkout.
+"$venv/bin/pip" install -q --no-deps --no-build-isolation -e "$root" >/dev/null
+
+"$root/.venv/bin/tagstream" stack install
+"$root/.venv/bin/tagstream" data fetch --quiet
+log "ready"
