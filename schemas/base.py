@@ -14,8 +14,9 @@ MAX_TITLE_CHARS = 4096
 
 NonEmptyId = Annotated[
     str,
-    StringConstraints(min_length=1, max_length=MAX_ID_CHARS, strip_whitespace=True,
-                      pattern=r"^[^\x00-\x1f\x7f]+$"),
+    StringConstraints(
+        min_length=1, max_length=MAX_ID_CHARS, strip_whitespace=True, pattern=r"^[^\x00-\x1f\x7f]+$"
+    ),
 ]
 """An identifier: 1..256 characters after stripping, no control characters."""
 
@@ -23,8 +24,9 @@ NonEmptyId = Annotated[
 class Contract(BaseModel):
     """Base of every wire model: strict about unknown fields, immutable once built."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, ser_json_bytes="base64",
-                              val_json_bytes="base64")
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, ser_json_bytes="base64", val_json_bytes="base64"
+    )
 
 
 class SourceRef(Contract):

@@ -42,9 +42,7 @@ class ModelManifest(Contract):
     @model_validator(mode="after")
     def _one_threshold_per_label(self) -> ModelManifest:
         if len(self.thresholds) != len(self.labels):
-            raise ValueError(
-                f"{len(self.thresholds)} thresholds for {len(self.labels)} labels"
-            )
+            raise ValueError(f"{len(self.thresholds)} thresholds for {len(self.labels)} labels")
         if len(set(self.labels)) != len(self.labels):
             raise ValueError("label names repeat")
         return self

@@ -1,0 +1,5 @@
+"""``python -m tagstream`` runs the CLI."""
+
+from tagstream.cli import main
+
+main()

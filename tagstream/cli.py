@@ -1,0 +1,43 @@
+"""``tagstream``: one typer app; each service contributes a sub-app from ``tagstream.commands``."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from common.errors import TagstreamError
+
+app = typer.Typer(
+    name="tagstream",
+    help="Streaming multi-label news classification on Kafka, with a Redis model registry.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+SUBCOMMANDS = {
+    "stack": "tagstream.commands.stack",
+    "data": "tagstream.commands.data",
+    "schemas": "tagstream.commands.schemas",
+    "models": "tagstream.commands.models",
+    "trainer": "tagstream.commands.trainer",
+    "worker": "tagstream.commands.worker",
+}
+
+for _name, _module in SUBCOMMANDS.items():
+    try:
+        app.add_typer(importlib.import_module(_module).app, name=_name)
+    except ModuleNotFoundError as _exc:  # a service still being built is simply absent
+        if _exc.name != _module:
+            raise
+
+
+def main() -> None:
+    """Entry point: a TagstreamError ends the command with its one-line message."""
+    try:
+        app()
+    except TagstreamError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        sys.exit(2)

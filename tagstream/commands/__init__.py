@@ -1,0 +1,1 @@
+"""One typer sub-app per module; ``tagstream.cli`` puts them together."""

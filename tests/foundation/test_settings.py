@@ -1,0 +1,50 @@
+"""Settings come from TAGSTREAM_* variables and fail at start with the variable's name."""
+
+from __future__ import annotations
+
+import pytest
+
+from common.errors import ConfigError
+from common.settings import KafkaSettings, RedisSettings, load
+
+
+def test_settings_read_their_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TAGSTREAM_KAFKA_BOOTSTRAP", "h1:9092,h2:9092")
+    monkeypatch.setenv("TAGSTREAM_REDIS_URL", "rediss://cache:6380/2")
+    assert load(KafkaSettings).client_config()["bootstrap_servers"] == ["h1:9092", "h2:9092"]
+    assert load(RedisSettings).url == "rediss://cache:6380/2"
+
+
+def test_a_wrong_choice_names_the_variable_and_what_is_allowed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TAGSTREAM_KAFKA_SECURITY_PROTOCOL", "CARRIER_PIGEON")
+    with pytest.raises(ConfigError) as caught:
+        load(KafkaSettings)
+    message = str(caught.value)
+    assert "TAGSTREAM_KAFKA_SECURITY_PROTOCOL='CARRIER_PIGEON'" in message
+    assert "'SASL_SSL'" in message
+    assert "\n" not in message
+
+
+def test_sasl_without_credentials_is_refused_before_connecting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TAGSTREAM_KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT")
+    with pytest.raises(ConfigError, match="TAGSTREAM_KAFKA_SASL_USERNAME"):
+        load(KafkaSettings).client_config()
+
+
+def test_passwords_are_secrets_that_never_print(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TAGSTREAM_REDIS_PASSWORD", "hunter2")
+    monkeypatch.setenv("TAGSTREAM_KAFKA_SASL_PASSWORD", "hunter3")
+    redis_settings, kafka_settings = load(RedisSettings), load(KafkaSettings)
+    assert "hunter2" not in repr(redis_settings) and "hunter2" not in str(redis_settings)
+    assert "hunter3" not in repr(kafka_settings)
+    assert redis_settings.client_kwargs()["password"] == "hunter2"
+
+
+def test_settings_are_frozen() -> None:
+    settings = KafkaSettings()
+    with pytest.raises(ValueError, match="frozen"):
+        settings.bootstrap = "elsewhere:1"  # type: ignore[misc]
