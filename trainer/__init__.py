@@ -1,0 +1,1 @@
+"""Training: offline training and evaluation, and the retraining service."""
