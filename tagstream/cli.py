@@ -24,14 +24,20 @@ SUBCOMMANDS = {
     "models": "tagstream.commands.models",
     "trainer": "tagstream.commands.trainer",
     "worker": "tagstream.commands.worker",
+    "produce": "tagstream.commands.produce",
 }
 
 for _name, _module in SUBCOMMANDS.items():
     try:
-        app.add_typer(importlib.import_module(_module).app, name=_name)
+        _commands = importlib.import_module(_module)
     except ModuleNotFoundError as _exc:  # a service still being built is simply absent
         if _exc.name != _module:
             raise
+        continue
+    if hasattr(_commands, "app"):
+        app.add_typer(_commands.app, name=_name)
+    else:  # a module with a single command exposes it as ``command``
+        app.command(name=_name)(_commands.command)
 
 
 def main() -> None:

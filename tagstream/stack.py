@@ -149,9 +149,8 @@ class LocalStack:
         state = self._read_state()
         if state is None:
             return False
-        stopped = [_terminate(pid) for pid in (state.kafka_pid, state.redis_pid)]
-        self.state_file.unlink(missing_ok=True)
-        return any(stopped)
+        # state.json stays: the next ``up`` reuses its ports when they are still free.
+        return any([_terminate(pid) for pid in (state.kafka_pid, state.redis_pid)])
 
     def stop_kafka(self) -> None:
         """Stop only the broker (for fault tests); ``start_kafka`` brings it back."""
