@@ -50,7 +50,12 @@ PY
 fi
 ln -sfn "$venv" "$root/.venv"
 # Re-pointing the editable install is cheap and keeps a shared venv on this checkout.
-"$venv/bin/pip" install -q --no-deps --no-build-isolation -e "$root" >/dev/null
+editable_log=$(mktemp)
+if ! "$venv/bin/pip" install -q --no-deps --no-build-isolation -e "$root" >"$editable_log" 2>&1; then
+  cat "$editable_log" >&2
+  exit 1
+fi
+rm -f "$editable_log"
 
 "$root/.venv/bin/tagstream" stack install
 "$root/.venv/bin/tagstream" data fetch --quiet
