@@ -1,0 +1,1 @@
+"""What trainer and worker share: text encoder, network, artifact format, inference, registry."""

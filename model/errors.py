@@ -1,0 +1,27 @@
+"""Errors of the model package: artifacts, the text encoder and the Redis registry.
+
+TagstreamError          (common.errors)
+└── ModelError          anything about a model
+    ├── ArtifactError   bytes that are malformed or fail their sha256; never retriable
+    └── RegistryError   the Redis registry could not be read or written; retriable
+"""
+
+from __future__ import annotations
+
+from common.errors import TagstreamError
+
+
+class ModelError(TagstreamError):
+    """A model could not be built, loaded or used."""
+
+
+class ArtifactError(ModelError):
+    """An artifact is malformed or its bytes do not match the expected sha256."""
+
+    retriable = False
+
+
+class RegistryError(ModelError):
+    """The model registry could not be reached or answered something unexpected."""
+
+    retriable = True

@@ -1,0 +1,163 @@
+"""Classify with a loaded artifact: encode, score in any batch shape, decide labels.
+
+Three ways to run a batch of sequences of different lengths, all giving each sequence the
+scores it has alone (see ``model.network`` for why the padded paths are exact):
+
+- ``packed``: one padded tensor packed with ``pack_padded_sequence`` (default on CUDA);
+- ``bucketed``: sequences sorted by length and cut into buckets of similar lengths, each run as
+  a padded tensor, so little time goes into padding (default on CPU, where it measured fastest);
+- ``padded``: the whole batch as one padded tensor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Literal, get_args
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from model.artifact import Artifact
+from model.encoder import TextEncoder
+from model.errors import ModelError
+from model.network import BiLSTMClassifier, build_network
+
+Strategy = Literal["packed", "bucketed", "padded"]
+STRATEGIES: tuple[str, ...] = get_args(Strategy)
+AT_LEAST_ONE = "at_least_one_label"
+"""Manifest hyperparameter: when true, an article with no label over threshold gets its top one."""
+
+BUCKET_MAX_ITEMS = 64
+BUCKET_LENGTH_RATIO = 1.3
+BUCKET_LENGTH_SLACK = 8
+
+
+class Classifier:
+    """A model ready to score: network in eval mode on its device, encoder, thresholds."""
+
+    def __init__(
+        self, artifact: Artifact, network: BiLSTMClassifier, *, version: int, device: torch.device
+    ) -> None:
+        self.artifact = artifact
+        self.network = network
+        self.version = version
+        self.device = device
+        self.encoder: TextEncoder = artifact.encoder
+        self.labels: list[str] = list(artifact.manifest.labels)
+        self.thresholds = np.asarray(artifact.manifest.thresholds, dtype=np.float32)
+        self.at_least_one = bool(artifact.manifest.hyperparameters.get(AT_LEAST_ONE, False))
+        self._strategy: Strategy = "packed" if device.type == "cuda" else "bucketed"
+
+    @classmethod
+    def from_artifact(
+        cls, artifact: Artifact, *, version: int, device: str = "auto", threads: int | None = None
+    ) -> Classifier:
+        """Build the network from ``artifact`` on ``device`` ("auto": CUDA when present)."""
+        if threads is not None:
+            torch.set_num_threads(threads)
+        target = resolve_device(device)
+        network = build_network(artifact.config, artifact.state).to(target).eval()
+        return cls(artifact, network, version=version, device=target)
+
+    @property
+    def strategy(self) -> Strategy:
+        """How :meth:`scores` lays out a batch (see the module docstring)."""
+        return self._strategy
+
+    @strategy.setter
+    def strategy(self, value: Strategy) -> None:
+        if value not in STRATEGIES:
+            raise ModelError(f"strategy must be one of {STRATEGIES}, not {value!r}")
+        self._strategy = value
+
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids per text (1..max tokens each); never raises for a ``str``."""
+        return self.encoder.encode(texts)
+
+    def scores(self, token_ids: Sequence[Sequence[int]]) -> npt.NDArray[np.float32]:
+        """Sigmoid scores ``[n, n_labels]`` in input order, the same in any batch."""
+        out = np.zeros((len(token_ids), len(self.labels)), dtype=np.float32)
+        if not token_ids:
+            return out
+        sequences = [self._checked(ids) for ids in token_ids]
+        with torch.inference_mode():
+            for indices in self._groups(sequences):
+                out[indices] = self._score_group([sequences[i] for i in indices])
+        return out
+
+    def decide(self, scores_row: npt.ArrayLike) -> list[tuple[str, float]]:
+        """Labels whose score reaches their threshold, best first (and the top label when
+        the artifact asks for at least one and none qualifies)."""
+        row = np.asarray(scores_row, dtype=np.float32).reshape(-1)
+        if row.shape[0] != len(self.labels):
+            raise ModelError(f"{row.shape[0]} scores for {len(self.labels)} labels")
+        chosen = np.flatnonzero(row >= self.thresholds)
+        if chosen.size == 0 and self.at_least_one:
+            chosen = np.array([int(row.argmax())])
+        ordered = chosen[np.argsort(-row[chosen], kind="stable")]
+        return [(self.labels[i], float(row[i])) for i in ordered]
+
+    def warm_up(self) -> None:
+        """Run a few batches of typical shapes so the first real batch is not slow."""
+        for length in (1, 16, 128):
+            self.scores([[1] * length] * 4)
+
+    def _checked(self, ids: Sequence[int]) -> list[int]:
+        sequence = list(ids)[: self.encoder.max_tokens] or [1]
+        if min(sequence) < 0 or max(sequence) >= self.artifact.config.vocab_size:
+            raise ModelError(f"token ids must be in [0, {self.artifact.config.vocab_size})")
+        return sequence
+
+    def _groups(self, sequences: list[list[int]]) -> Iterator[list[int]]:
+        if self._strategy != "bucketed":
+            yield list(range(len(sequences)))
+            return
+        yield from length_buckets([len(s) for s in sequences])
+
+    def _score_group(self, sequences: list[list[int]]) -> npt.NDArray[np.float32]:
+        ids, lengths = pad(sequences)
+        logits = self.network(ids.to(self.device), lengths, packed=self._strategy == "packed")
+        result: npt.NDArray[np.float32] = torch.sigmoid(logits).float().cpu().numpy()
+        return result
+
+
+def length_buckets(
+    lengths: Sequence[int],
+    *,
+    max_items: int = BUCKET_MAX_ITEMS,
+    ratio: float = BUCKET_LENGTH_RATIO,
+    slack: int = BUCKET_LENGTH_SLACK,
+) -> Iterator[list[int]]:
+    """Indices grouped by similar length: sorted, a bucket closes at ``max_items`` or when the
+    next length exceeds ``ratio`` x the bucket's shortest plus ``slack``."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    bucket: list[int] = []
+    for index in order:
+        if bucket and (
+            len(bucket) >= max_items or lengths[index] > lengths[bucket[0]] * ratio + slack
+        ):
+            yield bucket
+            bucket = []
+        bucket.append(index)
+    if bucket:
+        yield bucket
+
+
+def pad(sequences: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ids ``[n, longest]`` (pad id 0) and lengths ``[n]`` on the CPU."""
+    lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
+    ids = np.zeros((len(sequences), int(lengths.max())), dtype=np.int64)
+    for row, sequence in enumerate(sequences):
+        ids[row, : len(sequence)] = sequence
+    return torch.from_numpy(ids), torch.from_numpy(lengths)
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; anything else as torch reads it."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError as exc:
+        raise ModelError(f"unknown device {device!r}: {exc}") from None

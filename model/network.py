@@ -1,0 +1,209 @@
+"""The classifier network: embedding, bidirectional LSTM, pooling over real steps, a linear head.
+
+Why each direction is its own unidirectional ``nn.LSTM``
+--------------------------------------------------------
+In a right-padded batch a fused bidirectional LSTM starts its backward pass at the last
+*padded* position, so a short sequence's backward states depend on how much padding the batch
+gave it: scores would change with the company an article keeps. Packing fixes that, but packing
+is slow on CPU. Here the backward direction reads each sequence *reversed in place* (the real
+steps mirrored, the padding left at the right), so both directions are causal over real steps
+and padding only ever comes after them. A padded batch then yields exactly the states each
+sequence has alone, on any bucket, and the packed path (used on CUDA) is the same arithmetic.
+
+Pooling looks at real steps only: a mask excludes padding from max and mean, and ``final``
+takes the forward state at the last real step and the backward state at the first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from model.encoder import PAD_ID
+from model.errors import ModelError
+
+Pooling = Literal["max", "mean", "max_mean", "final"]
+POOLINGS: tuple[str, ...] = ("max", "mean", "max_mean", "final")
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """The shape of the network; saved in the artifact beside the weights."""
+
+    vocab_size: int
+    n_labels: int
+    embedding_dim: int = 100
+    hidden_size: int = 128
+    layers: int = 1
+    embedding_dropout: float = 0.3
+    layer_dropout: float = 0.0
+    head_dropout: float = 0.3
+    pooling: Pooling = "max"
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "n_labels", "embedding_dim", "hidden_size", "layers"):
+            if getattr(self, name) < 1:
+                raise ModelError(f"network {name} must be at least 1, not {getattr(self, name)}")
+        for name in ("embedding_dropout", "layer_dropout", "head_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ModelError(f"network {name} must be in [0, 1), not {getattr(self, name)}")
+        if self.pooling not in POOLINGS:
+            raise ModelError(f"pooling must be one of {POOLINGS}, not {self.pooling!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready values."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> NetworkConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error, not ignored."""
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ModelError(f"unknown network settings: {sorted(unknown)}")
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise ModelError(f"bad network settings: {exc}") from None
+
+    @property
+    def pooled_size(self) -> int:
+        """Width of the vector the head reads."""
+        return 2 * self.hidden_size * (2 if self.pooling == "max_mean" else 1)
+
+
+class BiLSTMClassifier(nn.Module):
+    """Token ids ``[batch, time]`` plus lengths -> one logit per label."""
+
+    def __init__(self, config: NetworkConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embedding = nn.Embedding(config.vocab_size, config.embedding_dim, padding_idx=PAD_ID)
+        sizes = [config.embedding_dim] + [2 * config.hidden_size] * (config.layers - 1)
+        self.forward_rnns = nn.ModuleList(
+            nn.LSTM(size, config.hidden_size, batch_first=True) for size in sizes
+        )
+        self.backward_rnns = nn.ModuleList(
+            nn.LSTM(size, config.hidden_size, batch_first=True) for size in sizes
+        )
+        self.embedding_dropout = nn.Dropout(config.embedding_dropout)
+        self.layer_dropout = nn.Dropout(config.layer_dropout)
+        self.head_dropout = nn.Dropout(config.head_dropout)
+        self.head = nn.Linear(config.pooled_size, config.n_labels)
+
+    def forward(self, ids: Tensor, lengths: Tensor, *, packed: bool = False) -> Tensor:
+        """Logits ``[batch, n_labels]``; ``lengths`` (>= 1 each) say which steps are real.
+
+        ``packed`` runs the LSTMs on packed sequences (the CUDA path); otherwise they run on the
+        padded tensor, which gives the same states at every real step.
+        """
+        steps = ids.shape[1]
+        mask = torch.arange(steps, device=ids.device)[None, :] < lengths.to(ids.device)[:, None]
+        reverse = reversal_index(lengths.to(ids.device), steps)
+        states = self.embedding_dropout(self.embedding(ids))
+        for layer, (fwd, bwd) in enumerate(zip(self.forward_rnns, self.backward_rnns, strict=True)):
+            if layer:
+                states = self.layer_dropout(states)
+            run = _run_packed if packed else _run_padded
+            states = torch.cat(
+                [
+                    run(fwd, states, lengths),
+                    _mirror(run(bwd, _mirror(states, reverse), lengths), reverse),
+                ],
+                dim=2,
+            )
+        logits: Tensor = self.head(self.head_dropout(self._pool(states, mask, lengths)))
+        return logits
+
+    def _pool(self, states: Tensor, mask: Tensor, lengths: Tensor) -> Tensor:
+        pooling = self.config.pooling
+        if pooling == "final":
+            return final_states(states, lengths.to(states.device), self.config.hidden_size)
+        pooled = []
+        if pooling in ("max", "max_mean"):
+            pooled.append(states.masked_fill(~mask[:, :, None], float("-inf")).amax(dim=1))
+        if pooling in ("mean", "max_mean"):
+            real = mask[:, :, None].to(states.dtype)
+            pooled.append((states * real).sum(dim=1) / real.sum(dim=1))
+        return torch.cat(pooled, dim=1)
+
+    def load_embeddings(self, vectors: Tensor, rows: Tensor) -> None:
+        """Copy ``vectors[i]`` into embedding row ``rows[i]`` (pre-trained initialisation)."""
+        with torch.no_grad():
+            self.embedding.weight[rows] = vectors.to(self.embedding.weight)
+
+
+def parameter_shapes(config: NetworkConfig) -> dict[str, tuple[int, ...]]:
+    """Name and shape of every tensor in a network's state dict, without building one."""
+    gates, hidden = 4 * config.hidden_size, config.hidden_size
+    shapes: dict[str, tuple[int, ...]] = {
+        "embedding.weight": (config.vocab_size, config.embedding_dim)
+    }
+    for layer in range(config.layers):
+        inputs = config.embedding_dim if layer == 0 else 2 * hidden
+        for direction in ("forward_rnns", "backward_rnns"):
+            prefix = f"{direction}.{layer}."
+            shapes |= {
+                prefix + "weight_ih_l0": (gates, inputs),
+                prefix + "weight_hh_l0": (gates, hidden),
+                prefix + "bias_ih_l0": (gates,),
+                prefix + "bias_hh_l0": (gates,),
+            }
+    return shapes | {
+        "head.weight": (config.n_labels, config.pooled_size),
+        "head.bias": (config.n_labels,),
+    }
+
+
+def reversal_index(lengths: Tensor, steps: int) -> Tensor:
+    """``[batch, steps]`` positions that mirror each sequence's real steps, padding in place."""
+    position = torch.arange(steps, device=lengths.device)[None, :]
+    last = (lengths[:, None] - 1).to(position.dtype)
+    return torch.where(position <= last, last - position, position)
+
+
+def _mirror(states: Tensor, index: Tensor) -> Tensor:
+    """Reorder time steps per sequence by ``index`` (its own inverse)."""
+    return states.gather(1, index[:, :, None].expand(-1, -1, states.shape[2]))
+
+
+def _run_padded(rnn: nn.Module, states: Tensor, lengths: Tensor) -> Tensor:
+    output, _ = rnn(states)
+    result: Tensor = output
+    return result
+
+
+def _run_packed(rnn: nn.Module, states: Tensor, lengths: Tensor) -> Tensor:
+    packed = pack_padded_sequence(states, lengths.cpu(), batch_first=True, enforce_sorted=False)
+    output, _ = pad_packed_sequence(rnn(packed)[0], batch_first=True, total_length=states.shape[1])
+    result: Tensor = output
+    return result
+
+
+def final_states(states: Tensor, lengths: Tensor, hidden: int) -> Tensor:
+    """Forward state at each sequence's last real step, backward state at its first."""
+    last = (lengths - 1).to(torch.long)[:, None, None].expand(-1, 1, hidden)
+    forward = states[:, :, :hidden].gather(1, last)[:, 0]
+    return torch.cat([forward, states[:, 0, hidden:]], dim=1)
+
+
+def build_network(
+    config: NetworkConfig, state: dict[str, Tensor] | None = None, *, seed: int | None = None
+) -> BiLSTMClassifier:
+    """A network with ``state`` loaded (strictly), or freshly initialised from ``seed``.
+
+    Seeding happens on a forked generator, so building a network leaves the global RNG as it was.
+    """
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        network = BiLSTMClassifier(config)
+    if state is not None:
+        try:
+            network.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise ModelError(f"weights do not fit the network: {exc}") from None
+    return network

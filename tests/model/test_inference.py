@@ -1,0 +1,149 @@
+"""Inference: batch invariance on every path, input order, decisions, encoding."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from model.artifact import Artifact
+from model.errors import ModelError
+from model.inference import AT_LEAST_ONE, STRATEGIES, Classifier, length_buckets
+from model.network import NetworkConfig, build_network
+from model.toy import toy_artifact
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+def _variant(**changes: object) -> Artifact:
+    """The toy artifact with another network shape and fresh random weights."""
+    toy = toy_artifact()
+    config = dataclasses.replace(toy.config, **changes)  # type: ignore[arg-type]
+    state = build_network(config, seed=7).state_dict()
+    return Artifact(toy.manifest, toy.encoder, config, dict(state))
+
+
+NETWORKS: dict[str, dict[str, object]] = {
+    "max-1-layer": {},
+    "max_mean-2-layers": {"layers": 2, "pooling": "max_mean"},
+    "final-2-layers": {"layers": 2, "pooling": "final"},
+    "mean": {"pooling": "mean"},
+}
+
+
+def _random_sequences(vocab: int, count: int, seed: int) -> list[list[int]]:
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, 513, size=count)
+    lengths[:3] = [1, 512, 2]
+    return [rng.integers(1, vocab, size=int(n)).tolist() for n in lengths]
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("network", NETWORKS)
+def test_scores_alone_equal_scores_in_any_batch(strategy: str, network: str) -> None:
+    """For random lengths 1..512, each article's scores alone equal its scores in a batch."""
+    classifier = Classifier.from_artifact(_variant(**NETWORKS[network]), version=1, device="cpu")
+    classifier.strategy = strategy  # type: ignore[assignment]
+    sequences = _random_sequences(classifier.artifact.config.vocab_size, 24, seed=len(network))
+    alone = np.concatenate([classifier.scores([s]) for s in sequences])
+    whole = classifier.scores(sequences)
+    order = np.random.default_rng(1).permutation(len(sequences))
+    shuffled = classifier.scores([sequences[i] for i in order])
+    halves = np.concatenate([classifier.scores(sequences[:9]), classifier.scores(sequences[9:])])
+    for batched in (whole, shuffled[np.argsort(order)], halves):
+        np.testing.assert_allclose(batched, alone, atol=1e-5, rtol=0)
+
+
+def test_every_path_gives_the_same_scores() -> None:
+    classifier = Classifier.from_artifact(_variant(layers=2), version=1, device="cpu")
+    sequences = _random_sequences(classifier.artifact.config.vocab_size, 16, seed=3)
+    results = {}
+    for strategy in STRATEGIES:
+        classifier.strategy = strategy  # type: ignore[assignment]
+        results[strategy] = classifier.scores(sequences)
+    for strategy in STRATEGIES:
+        np.testing.assert_allclose(results[strategy], results["packed"], atol=1e-5, rtol=0)
+
+
+def test_padding_positions_do_not_reach_the_scores() -> None:
+    """A fused bidirectional LSTM would read padding first backwards; this network must not."""
+    classifier = Classifier.from_artifact(_variant(), version=1, device="cpu")
+    classifier.strategy = "padded"
+    short = [5, 6, 7]
+    alone = classifier.scores([short])
+    beside_long = classifier.scores([short, [9] * 400])[:1]
+    np.testing.assert_allclose(beside_long, alone, atol=1e-6, rtol=0)
+
+
+def test_scores_shape_dtype_and_range() -> None:
+    classifier = Classifier.from_artifact(toy_artifact(), version=4, device="cpu")
+    scores = classifier.scores(classifier.encode(["earn up", "", "acq crude"]))
+    assert scores.shape == (3, 3)
+    assert scores.dtype == np.float32
+    assert ((scores > 0) & (scores < 1)).all()
+    assert classifier.scores([]).shape == (0, 3)
+    assert classifier.version == 4
+    assert classifier.device == torch.device("cpu")
+
+
+def test_sequences_longer_than_max_tokens_are_truncated() -> None:
+    classifier = Classifier.from_artifact(toy_artifact(), version=1, device="cpu")
+    long = list(range(1, 30)) * 30
+    np.testing.assert_array_equal(classifier.scores([long]), classifier.scores([long[:512]]))
+
+
+def test_out_of_vocabulary_ids_are_rejected() -> None:
+    classifier = Classifier.from_artifact(toy_artifact(), version=1, device="cpu")
+    with pytest.raises(ModelError):
+        classifier.scores([[classifier.artifact.config.vocab_size]])
+
+
+def test_default_strategy_on_cpu_is_bucketed_and_unknown_ones_are_refused() -> None:
+    classifier = Classifier.from_artifact(toy_artifact(), version=1, device="cpu")
+    assert classifier.strategy == "bucketed"
+    with pytest.raises(ModelError):
+        classifier.strategy = "sorted"  # type: ignore[assignment]
+
+
+def test_decide_returns_labels_over_threshold_best_first() -> None:
+    classifier = Classifier.from_artifact(toy_artifact(), version=1, device="cpu")
+    decided = classifier.decide(np.array([0.6, 0.2, 0.9]))
+    assert [label for label, _ in decided] == ["crude", "earn"]
+    assert [score for _, score in decided] == pytest.approx([0.9, 0.6])
+    assert classifier.decide([0.1, 0.2, 0.3]) == []
+
+
+def test_decide_gives_the_top_label_when_the_artifact_asks_for_one() -> None:
+    toy = toy_artifact()
+    manifest = toy.manifest.model_copy(update={"hyperparameters": {AT_LEAST_ONE: True}})
+    artifact = Artifact(manifest, toy.encoder, toy.config, toy.state)
+    classifier = Classifier.from_artifact(artifact, version=1, device="cpu")
+    [(label, score)] = classifier.decide([0.1, 0.3, 0.2])
+    assert label == "acq"
+    assert score == pytest.approx(0.3)
+
+
+def test_warm_up_runs() -> None:
+    Classifier.from_artifact(toy_artifact(), version=1, device="cpu").warm_up()
+
+
+def test_length_buckets_cover_every_index_once_with_similar_lengths() -> None:
+    lengths = [5, 300, 7, 6, 290, 1, 512, 8]
+    buckets = list(length_buckets(lengths, max_items=3))
+    assert sorted(i for b in buckets for i in b) == list(range(len(lengths)))
+    assert all(len(b) <= 3 for b in buckets)
+    assert all(max(lengths[i] for i in b) <= 1.3 * min(lengths[i] for i in b) + 8 for b in buckets)
+
+
+def test_network_config_round_trips_and_rejects_nonsense() -> None:
+    config = NetworkConfig(vocab_size=10, n_labels=2, layers=2, pooling="final")
+    assert NetworkConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ModelError):
+        NetworkConfig(vocab_size=0, n_labels=2)
+    with pytest.raises(ModelError):
+        NetworkConfig.from_dict({**config.to_dict(), "surprise": 1})
