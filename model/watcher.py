@@ -1,0 +1,182 @@
+"""Notices alias changes (promote, rollback) and tells the caller, from a background thread.
+
+One loop, two ways to wake it::
+
+    pub/sub on:   listen on the alias-changes channel (in slices of WAKE_S)
+    pub/sub off:  sleep (in slices of WAKE_S)
+    on a message, or poll_interval_s after the last reading:
+                  re-read the aliases hash and report every alias whose version differs
+
+The aliases hash is the truth and a message only a hint, so a message lost across a
+reconnect costs at most one poll interval. Redis errors are logged and retried on the next
+tick; the watcher keeps the last versions it saw. The thread looks at its stop flag every
+``WAKE_S``, so ``stop()`` returns promptly whatever the poll interval.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Self
+
+import redis
+from redis.client import PubSub
+
+from common.logging import get_logger
+from model.errors import RegistryError
+from model.registry import Registry
+
+log = get_logger("model.watcher")
+
+WAKE_S = 0.1
+"""Longest the thread waits before looking at the stop flag again."""
+RECONNECT_S = 0.5
+"""Pause between attempts to re-establish a broken pub/sub connection."""
+
+
+@dataclass(frozen=True)
+class AliasChange:
+    """``alias`` now points at ``version`` (None: unset); it pointed at ``previous`` before."""
+
+    alias: str
+    version: int | None
+    previous: int | None
+
+
+def diff_aliases(before: Mapping[str, int], after: Mapping[str, int]) -> list[AliasChange]:
+    """One change per alias whose version differs between the two readings."""
+    names = sorted(set(before) | set(after))
+    return [
+        AliasChange(name, after.get(name), before.get(name))
+        for name in names
+        if before.get(name) != after.get(name)
+    ]
+
+
+class AliasWatcher:
+    """Calls ``on_change`` for every alias change it sees, from its own thread."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        on_change: Callable[[AliasChange], None],
+        *,
+        pubsub: bool | None = None,
+        poll_interval_s: float | None = None,
+        known: Mapping[str, int] | None = None,
+    ):
+        self._registry = registry
+        self._on_change = on_change
+        self._use_pubsub = registry.settings.pubsub if pubsub is None else pubsub
+        self._interval = poll_interval_s or registry.settings.poll_interval_s
+        self._known: dict[str, int] = dict(known) if known is not None else {}
+        self._baseline_given = known is not None
+        self._stop = threading.Event()
+        self._pubsub: PubSub | None = None
+        self._pubsub_broken = False
+        self._thread = threading.Thread(target=self._run, name="alias-watcher", daemon=True)
+
+    def start(self) -> Self:
+        """Take the current aliases as the baseline, subscribe, and start the thread."""
+        if not self._baseline_given:
+            self._known = self._read() or {}
+        if self._use_pubsub:
+            self._subscribe()
+        self._thread.start()
+        log.info("alias_watcher_started", pubsub=self._use_pubsub, aliases=self._known)
+        return self
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Ask the thread to finish, wait for it, and close the subscription."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
+        if self._pubsub is not None:
+            self._pubsub.close()
+            self._pubsub = None
+        log.info("alias_watcher_stopped")
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def _subscribe(self) -> None:
+        self._pubsub = self._registry.client.pubsub()  # type: ignore[no-untyped-call]
+        self._ensure_subscribed()
+
+    def _ensure_subscribed(self) -> None:
+        """(Re)subscribe if the channel is not subscribed, e.g. Redis was down at start."""
+        if self._pubsub is None or self._pubsub.subscribed:
+            return
+        try:
+            self._pubsub.subscribe(self._registry.keys.channel)
+            self._pubsub.get_message(timeout=1.0)  # the server's confirmation
+        except (redis.RedisError, OSError) as exc:
+            log.warning("alias_watcher_subscribe_failed", error=str(exc))
+
+    def _run(self) -> None:
+        next_poll = time.monotonic() + self._interval
+        while not self._stop.is_set():
+            hinted = self._wait(min(WAKE_S, max(0.0, next_poll - time.monotonic())))
+            if self._stop.is_set():
+                break
+            if hinted or time.monotonic() >= next_poll:
+                self._check()
+                next_poll = time.monotonic() + self._interval
+
+    def _wait(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s``; True if a pub/sub message hinted at a change."""
+        if self._pubsub is None or not self._pubsub.subscribed:
+            self._stop.wait(timeout_s)
+            return False
+        try:
+            message = self._pubsub.get_message(timeout=timeout_s)
+            hinted = self._pubsub_broken  # messages may have been lost while it was down
+            while message is not None:  # drain what else arrived; one re-read covers all
+                hinted = hinted or message.get("type") == "message"
+                message = self._pubsub.get_message(timeout=0)
+        except (redis.RedisError, OSError, ValueError) as exc:
+            if not self._pubsub_broken:
+                log.warning("alias_watcher_pubsub_error", error=str(exc))
+            self._pubsub_broken = True
+            self._stop.wait(min(self._interval, RECONNECT_S))
+            return False
+        self._pubsub_broken = False
+        return hinted
+
+    def _check(self) -> None:
+        self._ensure_subscribed()
+        current = self._read()
+        if current is None:
+            return
+        changes = diff_aliases(self._known, current)
+        self._known = current
+        for change in changes:
+            self._notify(change)
+
+    def _read(self) -> dict[str, int] | None:
+        try:
+            return self._registry.aliases()
+        except RegistryError as exc:
+            log.warning("alias_watcher_read_failed", error=str(exc))
+            return None
+
+    def _notify(self, change: AliasChange) -> None:
+        log.info(
+            "alias_changed", alias=change.alias, version=change.version, previous=change.previous
+        )
+        try:
+            self._on_change(change)
+        except Exception:
+            log.exception("alias_watcher_callback_failed", alias=change.alias)

@@ -1,0 +1,129 @@
+"""The watcher reports alias changes within 1 s, by pub/sub or by polling, and stops cleanly."""
+
+from __future__ import annotations
+
+import os
+import queue
+import time
+from collections.abc import Callable
+
+import pytest
+
+from common.settings import RedisSettings
+from model.registry import Registry
+from model.settings import RegistrySettings
+from model.watcher import AliasChange, AliasWatcher, diff_aliases
+from schemas.manifest import ModelManifest
+from tests.registry.support import RedisServer
+
+Changes = queue.Queue[tuple[AliasChange, float]]
+
+
+def test_diff_reports_each_alias_whose_version_differs() -> None:
+    before = {"production": 1, "canary": 2}
+    after = {"production": 3, "canary": 2}
+    assert diff_aliases(before, after) == [AliasChange("production", 3, 1)]
+    assert diff_aliases({}, {"canary": 4}) == [AliasChange("canary", 4, None)]
+    assert diff_aliases({"canary": 4}, {}) == [AliasChange("canary", None, 4)]
+    assert diff_aliases(after, after) == []
+
+
+def recorder() -> tuple[Changes, Callable[[AliasChange], None]]:
+    changes: Changes = queue.Queue()
+    return changes, lambda change: changes.put((change, time.monotonic()))
+
+
+def promote_and_time(
+    registry: Registry, version: int, changes: Changes, alias: str = "production"
+) -> tuple[AliasChange, float]:
+    started = time.monotonic()
+    registry.promote(version, alias)
+    change, seen = changes.get(timeout=5)
+    return change, seen - started
+
+
+@pytest.mark.integration
+def test_pubsub_delivers_a_promote_within_one_second_without_polling(
+    registry: Registry, manifest: ModelManifest
+) -> None:
+    old, new = (registry.publish(os.urandom(100), manifest) for _ in range(2))
+    registry.promote(old)
+    changes, record = recorder()
+    with AliasWatcher(registry, record, pubsub=True, poll_interval_s=60):
+        change, latency = promote_and_time(registry, new, changes)
+        assert change == AliasChange("production", new, old)
+        assert latency < 1.0
+        registry.rollback()
+        assert changes.get(timeout=1)[0] == AliasChange("production", old, new)
+
+
+@pytest.mark.integration
+def test_polling_delivers_a_promote_within_one_second_with_pubsub_off(
+    registry: Registry, manifest: ModelManifest
+) -> None:
+    version = registry.publish(os.urandom(100), manifest)
+    changes, record = recorder()
+    with AliasWatcher(registry, record, pubsub=False, poll_interval_s=0.5):
+        change, latency = promote_and_time(registry, version, changes, "canary")
+    assert change == AliasChange("canary", version, None)
+    assert latency < 1.0
+
+
+@pytest.mark.integration
+def test_stop_returns_promptly_and_ends_the_thread(registry: Registry) -> None:
+    watcher = AliasWatcher(registry, lambda change: None, pubsub=True, poll_interval_s=60)
+    watcher.start()
+    assert watcher.running
+    started = time.monotonic()
+    watcher.stop()
+    assert not watcher.running
+    assert time.monotonic() - started < 1.0
+
+
+@pytest.mark.integration
+def test_a_failing_callback_does_not_stop_the_watcher(
+    registry: Registry, manifest: ModelManifest
+) -> None:
+    first, second = (registry.publish(os.urandom(100), manifest) for _ in range(2))
+    changes, record = recorder()
+    calls = []
+
+    def flaky(change: AliasChange) -> None:
+        calls.append(change)
+        if len(calls) == 1:
+            raise RuntimeError("callback bug")
+        record(change)
+
+    with AliasWatcher(registry, flaky, pubsub=True, poll_interval_s=60):
+        registry.promote(first)
+        assert_eventually_called(calls, 1)
+        registry.promote(second)
+        assert changes.get(timeout=1)[0] == AliasChange("production", second, first)
+
+
+def assert_eventually_called(calls: list[AliasChange], count: int) -> None:
+    deadline = time.monotonic() + 2
+    while len(calls) < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(calls) >= count
+
+
+@pytest.mark.integration
+def test_pubsub_resumes_after_redis_restarts(
+    private_redis: Callable[..., RedisServer],
+    registry_settings: RegistrySettings,
+    manifest: ModelManifest,
+) -> None:
+    server = private_redis()
+    redis_settings = RedisSettings(url=server.url, namespace="restart", socket_timeout_s=1)
+    changes, record = recorder()
+    with (
+        Registry.from_settings(redis_settings, registry_settings) as registry,
+        AliasWatcher(registry, record, pubsub=True, poll_interval_s=60),
+    ):
+        server.stop()
+        server.start()
+        versions = [registry.publish(os.urandom(100), manifest) for _ in range(2)]
+        registry.promote(versions[1])
+        change, _ = changes.get(timeout=5)
+        assert change == AliasChange("production", versions[1], None)
