@@ -135,10 +135,14 @@ def to_article(doc: dict[str, Any], labels: Iterable[str]) -> LabelledArticle:
     )
 
 
+def hash_bucket(doc_id: str) -> int:
+    """A stable bucket 0-99 of a document id, for carving subsets that never depend on order."""
+    return int.from_bytes(hashlib.sha256(doc_id.encode()).digest()[:4], "big") % 100
+
+
 def in_validation(doc_id: str) -> bool:
     """Whether a train document is carved out for validation (stable across runs)."""
-    bucket = int.from_bytes(hashlib.sha256(doc_id.encode()).digest()[:4], "big") % 100
-    return bucket < VALIDATION_PERCENT
+    return hash_bucket(doc_id) < VALIDATION_PERCENT
 
 
 def load(root: Path | None = None) -> Corpus:

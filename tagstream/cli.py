@@ -25,6 +25,7 @@ SUBCOMMANDS = {
     "trainer": "tagstream.commands.trainer",
     "worker": "tagstream.commands.worker",
     "produce": "tagstream.commands.produce",
+    "demo": "tagstream.commands.demo",
 }
 
 for _name, _module in SUBCOMMANDS.items():

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Iterable, Iterator
-from pathlib import Path
+from collections.abc import Iterable
 from typing import Literal
 
 from kafka import KafkaProducer
 
 import corpus
-from common.errors import DataError
 from common.settings import KafkaSettings
 from schemas import Article, LabelledArticle
 
@@ -23,18 +20,6 @@ def split_articles(split: Split) -> list[LabelledArticle]:
     data = corpus.load()
     articles: list[LabelledArticle] = getattr(data, split)
     return articles
-
-
-def jsonl_articles(path: Path) -> Iterator[LabelledArticle]:
-    """Articles from a JSON-lines file (``labels`` optional); a bad line names its number."""
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                yield LabelledArticle.model_validate_json(line)
-            except ValueError as exc:
-                raise DataError(f"{path}:{number}: not an article: {exc}") from None
 
 
 def unlabelled(article: LabelledArticle) -> Article:
@@ -71,8 +56,3 @@ def _pace(started: float, sent: int, rate: float) -> None:
     delay = due - time.monotonic()
     if delay > 0:
         time.sleep(delay)
-
-
-def encode_jsonl(articles: Iterable[LabelledArticle]) -> str:
-    """Articles as JSON lines (the format ``produce --file`` reads)."""
-    return "".join(json.dumps(a.model_dump(mode="json")) + "\n" for a in articles)

@@ -9,6 +9,7 @@ import typer
 
 from common.kafka import ensure_topics
 from common.settings import KafkaSettings, load
+from corpus.jsonl import read_jsonl
 from tagstream import feed
 
 
@@ -24,7 +25,7 @@ def command(
     """Send articles keyed by id; with --labelled they keep their gold labels (for training)."""
     if (split is None) == (file is None):
         raise typer.BadParameter("give exactly one of --split or --file")
-    source = feed.jsonl_articles(file) if file else iter(feed.split_articles(split or "test"))
+    source = read_jsonl(file) if file else iter(feed.split_articles(split or "test"))
     articles = islice(source, limit)
     settings = load(KafkaSettings)
     ensure_topics(settings, {topic: partitions})

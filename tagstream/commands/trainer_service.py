@@ -1,0 +1,64 @@
+"""``tagstream trainer serve`` and ``tagstream trainer run-once``: the retraining service."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from types import FrameType
+
+import typer
+
+from common.logging import configure, get_logger
+from common.settings import KafkaSettings, RedisSettings, load
+from model.settings import RegistrySettings
+from trainer.service import TrainerService, run_once
+from trainer.settings import TrainerSettings
+
+
+def _service() -> TrainerService:
+    settings = load(TrainerSettings)
+    configure(settings.log_level)
+    return TrainerService(
+        settings, load(KafkaSettings), load(RedisSettings), load(RegistrySettings)
+    )
+
+
+def serve() -> None:
+    """Consume labelled articles; retrain when due; promote when not worse. Runs until stopped."""
+    service = _service()
+    stop = threading.Event()
+    log = get_logger("trainer")
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        if stop.is_set():
+            raise SystemExit(130)  # a second signal: leave at once
+        log.info("stopping", signal=signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    log.info(
+        "serving",
+        topic=service.settings.topic,
+        store=str(service.settings.store_path),
+        stored=service.store.count(),
+    )
+    service.run(stop)
+    log.info(
+        "stopped", cycles=len(service.results), promoted=sum(r.promoted for r in service.results)
+    )
+
+
+def run_once_command() -> None:
+    """Store what the labelled topic holds now, run one training cycle, and exit (1 on failure)."""
+    result = run_once(_service())
+    typer.echo(
+        f"{'promoted' if result.promoted else 'not promoted'}: {result.reason}"
+        + (f" (version {result.version})" if result.version else "")
+    )
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``serve`` and ``run-once`` to the ``trainer`` sub-app."""
+    app.command("serve")(serve)
+    app.command("run-once")(run_once_command)

@@ -1,0 +1,419 @@
+"""The retraining service: labelled articles in, gated model versions out.
+
+One thread owns the Kafka consumer: it polls ``articles.labelled``, stores each batch in the
+durable :class:`~trainer.store.ExampleStore` and only then commits the offsets, so a restart
+loses nothing and stores nothing twice. When a cycle is due (enough new examples, or the
+interval passed with at least one), a second thread trains under the Redis training lock on
+the seed corpus plus the feedback, scores candidate and production on the same fixed holdout,
+and publishes and promotes the candidate only if it is not worse than production by more
+than the margin. The consumer keeps polling while a cycle trains.
+
+The holdout and the seed come from the Reuters train split by a hash of the article id:
+hash bucket 0-9 is validation (``corpus.reuters``), 10-19 the holdout, 20-99 the seed pool.
+Feedback that repeats a validation or holdout article is left out of training.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import redis
+from kafka import KafkaConsumer, TopicPartition
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.structs import OffsetAndMetadata
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from pydantic import ValidationError
+from sklearn.metrics import f1_score
+from sklearn.preprocessing import MultiLabelBinarizer
+
+import corpus
+from common.logging import get_logger
+from common.settings import KafkaSettings, RedisSettings
+from corpus.jsonl import read_jsonl
+from corpus.reuters import hash_bucket
+from model.artifact import Artifact
+from model.inference import Classifier
+from model.registry import Registry
+from model.settings import RegistrySettings
+from schemas import LabelledArticle, SourceRef, decode_labelled_article
+from trainer.errors import LockLostError, TrainerError
+from trainer.lock import training_lock
+from trainer.settings import TrainerSettings
+from trainer.store import ExampleStore, StoredRecord
+from trainer.train import RunOptions, train_model
+
+log = get_logger("trainer")
+
+CYCLES = Counter("tagstream_trainer_cycles_total", "Training cycles by outcome", ["outcome"])
+CYCLE_SECONDS = Histogram(
+    "tagstream_trainer_cycle_seconds",
+    "Duration of a training cycle",
+    buckets=(10, 30, 60, 120, 300, 600, 1200, 3600),
+)
+STORED = Counter("tagstream_trainer_examples_stored_total", "Labelled examples stored")
+REJECTED = Counter(
+    "tagstream_trainer_records_rejected_total",
+    "Labelled records that failed validation (logged with their coordinates)",
+)
+SCORE = Gauge("tagstream_trainer_last_micro_f1", "Holdout micro-F1 of the last cycle", ["model"])
+
+HOLDOUT_BUCKETS = range(10, 20)
+SEED_BUCKETS = range(20, 100)
+
+
+@dataclass(frozen=True)
+class Datasets:
+    """What one training cycle reads."""
+
+    seed: list[LabelledArticle]
+    validation: list[LabelledArticle]
+    holdout: list[LabelledArticle]
+    labels: list[str]
+
+
+@dataclass(frozen=True)
+class CycleResult:
+    """How one cycle ended: one log line and the metrics are made from it."""
+
+    promoted: bool
+    reason: str
+    version: int | None
+    candidate_f1: float
+    production_f1: float | None
+    examples: int
+    feedback: int
+    seconds: float
+
+
+def reuters_datasets(seed_fraction: float = 1.0) -> Datasets:
+    """Seed, validation and holdout from Reuters-21578 as the module docstring lays out."""
+    data = corpus.load()
+    seed, holdout, _ = carve(data.train, seed_fraction)
+    return Datasets(seed, data.validation, holdout, data.labels)
+
+
+def jsonl_datasets(path: Path, seed_fraction: float = 1.0) -> Datasets:
+    """Seed, validation and holdout carved by id hash from one JSON-lines file of articles."""
+    articles = list(read_jsonl(path))
+    seed, holdout, validation = carve(articles, seed_fraction)
+    labels = sorted({label for article in articles for label in article.labels})
+    if not (seed and holdout and validation and labels):
+        raise TrainerError(
+            f"{path}: too few labelled articles to carve seed, validation and "
+            f"holdout ({len(articles)} read)"
+        )
+    return Datasets(seed, validation, holdout, labels)
+
+
+def carve(
+    articles: Iterable[LabelledArticle], seed_fraction: float
+) -> tuple[list[LabelledArticle], list[LabelledArticle], list[LabelledArticle]]:
+    """Split by id hash into (seed, holdout, validation) as the module docstring lays out."""
+    seed_limit = SEED_BUCKETS.start + round(seed_fraction * len(SEED_BUCKETS))
+    seed, holdout, validation = [], [], []
+    for article in articles:
+        bucket = hash_bucket(article.id.removeprefix("reuters-"))
+        if bucket in HOLDOUT_BUCKETS:
+            holdout.append(article)
+        elif bucket < HOLDOUT_BUCKETS.start:
+            validation.append(article)
+        elif bucket < seed_limit:
+            seed.append(article)
+    return seed, holdout, validation
+
+
+def holdout_micro_f1(classifier: Classifier, articles: list[LabelledArticle]) -> float:
+    """Micro-F1 of the classifier's decisions on ``articles`` (unknown gold labels dropped)."""
+    scores = classifier.scores(classifier.encode([a.text for a in articles]))
+    predicted = [[name for name, _ in classifier.decide(row)] for row in scores]
+    binarizer = MultiLabelBinarizer(classes=classifier.labels)
+    binarizer.fit([classifier.labels])
+    truth = binarizer.transform([[x for x in a.labels if x in classifier.labels] for a in articles])
+    return float(f1_score(truth, binarizer.transform(predicted), average="micro", zero_division=0))
+
+
+class TrainerService:
+    """Consume, store, and retrain when due; see the module docstring."""
+
+    def __init__(
+        self,
+        settings: TrainerSettings,
+        kafka: KafkaSettings,
+        redis_settings: RedisSettings,
+        registry_settings: RegistrySettings,
+        datasets: Datasets | None = None,
+    ) -> None:
+        self.settings = settings
+        self.kafka = kafka
+        self.redis_settings = redis_settings
+        self.registry_settings = registry_settings
+        self._datasets = datasets
+        self.store = ExampleStore(settings.store_path)
+        self._trained_sequence = self.store.sequence()
+        self._last_cycle = time.monotonic()
+        self._cycle: threading.Thread | None = None
+        self.results: list[CycleResult] = []
+
+    @property
+    def datasets(self) -> Datasets:
+        if self._datasets is None:
+            path, fraction = self.settings.seed_path, self.settings.seed_fraction
+            self._datasets = jsonl_datasets(path, fraction) if path else reuters_datasets(fraction)
+        return self._datasets
+
+    # --- consuming -------------------------------------------------------------------------
+
+    def consumer(self) -> KafkaConsumer:
+        """A consumer that starts each assigned partition where the store says."""
+        consumer = KafkaConsumer(
+            **self.kafka.client_config(),
+            group_id=self.settings.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            max_poll_records=500,
+        )
+        consumer.subscribe([self.settings.topic], listener=_SeekToStore(consumer, self.store))
+        return consumer
+
+    def ingest(self, consumer: KafkaConsumer, timeout_ms: int = 500) -> int:
+        """Poll once, store the batch, then commit; returns how many examples were new."""
+        batches = consumer.poll(timeout_ms=timeout_ms)
+        records = [r for batch in batches.values() for r in batch]
+        if not records:
+            return 0
+        stored = self.store.append(self._decoded(records))
+        STORED.inc(stored)
+        positions = self.store.positions()
+        consumer.commit(
+            {
+                TopicPartition(topic, partition): OffsetAndMetadata(offset, "", -1)
+                for (topic, partition), offset in positions.items()
+                if TopicPartition(topic, partition) in consumer.assignment()
+            }
+        )
+        return stored
+
+    def _decoded(self, records: Iterable[Any]) -> Iterable[StoredRecord]:
+        for record in records:
+            source = SourceRef(topic=record.topic, partition=record.partition, offset=record.offset)
+            try:
+                article = decode_labelled_article(
+                    record.value, max_body_bytes=self.settings.max_body_bytes
+                )
+            except ValidationError as exc:
+                REJECTED.inc()
+                log.warning(
+                    "labelled_record_rejected",
+                    topic=source.topic,
+                    partition=source.partition,
+                    offset=source.offset,
+                    reason=str(exc.errors()[0]["msg"]),
+                )
+                continue
+            yield StoredRecord(article, source)
+
+    # --- deciding and training -------------------------------------------------------------
+
+    def new_examples(self) -> int:
+        return self.store.sequence() - self._trained_sequence
+
+    def due(self) -> bool:
+        """Enough new examples, or the interval passed with at least one new example."""
+        new = self.new_examples()
+        waited = time.monotonic() - self._last_cycle
+        return new >= self.settings.retrain_min_examples or (
+            new > 0 and waited >= self.settings.retrain_interval_s
+        )
+
+    def cycle(self) -> CycleResult:
+        """Train, evaluate against production on the holdout, publish and promote if not worse."""
+        started = time.monotonic()
+        sequence = self.store.sequence()
+        log.info("cycle_started", new_examples=sequence - self._trained_sequence)
+        client = redis.Redis.from_url(
+            self.redis_settings.url, **self.redis_settings.client_kwargs()
+        )
+        with ExitStack() as stack:
+            stack.callback(client.close)
+            lock = stack.enter_context(
+                training_lock(client, self.redis_settings.namespace, self.settings.lock_ttl_s)
+            )
+            registry = Registry.from_settings(self.redis_settings, self.registry_settings)
+            stack.callback(registry.close)
+            result = self._train_and_gate(registry, lock.still_held, started)
+        self._trained_sequence = sequence
+        self._last_cycle = time.monotonic()
+        return result
+
+    def _train_and_gate(
+        self, registry: Registry, still_held: Callable[[], bool], started: float
+    ) -> CycleResult:
+        data = self.datasets
+        feedback = self._feedback(data)
+        options = RunOptions(feedback_documents=len(feedback))
+        artifact, _ = train_model(
+            data.seed + feedback, data.validation, data.labels, self.settings.profile, options
+        )
+        candidate = Classifier.from_artifact(artifact, version=1, device="cpu")
+        candidate_f1 = holdout_micro_f1(candidate, data.holdout)
+        production_f1 = self._production_f1(registry, data.holdout)
+        promote = production_f1 is None or (
+            candidate_f1 >= production_f1 - self.settings.promotion_margin
+        )
+        version = None
+        if promote:
+            if not still_held():
+                raise LockLostError("the training lock expired during the cycle; not publishing")
+            version = self._publish(registry, artifact, candidate_f1)
+        reason = _reason(promote, candidate_f1, production_f1, self.settings.promotion_margin)
+        return CycleResult(
+            promote,
+            reason,
+            version,
+            candidate_f1,
+            production_f1,
+            len(data.seed) + len(feedback),
+            len(feedback),
+            time.monotonic() - started,
+        )
+
+    def _feedback(self, data: Datasets) -> list[LabelledArticle]:
+        excluded = {a.id for a in data.validation} | {a.id for a in data.holdout}
+        labels = set(data.labels)
+        return [
+            a.model_copy(update={"labels": [x for x in a.labels if x in labels]})
+            for a in self.store.examples()
+            if a.id not in excluded
+        ]
+
+    def _production_f1(self, registry: Registry, holdout: list[LabelledArticle]) -> float | None:
+        aliases = registry.aliases()
+        if self.settings.alias not in aliases:
+            return None
+        version = aliases[self.settings.alias]
+        manifest = registry.manifest(version)
+        artifact = Artifact.from_bytes(registry.fetch(version), manifest.artifact_sha256)
+        production = Classifier.from_artifact(artifact, version=version, device="cpu")
+        return holdout_micro_f1(production, holdout)
+
+    def _publish(self, registry: Registry, artifact: Artifact, holdout_f1: float) -> int:
+        manifest = artifact.manifest.model_copy(
+            update={"metrics": {**artifact.manifest.metrics, "holdout_micro_f1": holdout_f1}}
+        )
+        version = registry.publish(artifact.to_bytes(), manifest)
+        registry.promote(version, self.settings.alias)
+        return version
+
+    # --- running ---------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Consume and retrain until ``stop`` is set; a running cycle finishes first."""
+        if self.settings.metrics_port:
+            start_http_server(self.settings.metrics_port)
+        consumer = self.consumer()
+        try:
+            while not stop.is_set():
+                self.ingest(consumer)
+                if self.due() and not self._cycling():
+                    self._cycle = threading.Thread(target=self._cycle_logged, name="cycle")
+                    self._cycle.start()
+        finally:
+            if self._cycle is not None:
+                self._cycle.join()
+            consumer.close()
+            self.store.close()
+
+    def drain(self, consumer: KafkaConsumer, idle_polls: int = 3) -> int:
+        """Store everything available now: poll until ``idle_polls`` polls bring nothing."""
+        total, idle = 0, 0
+        while idle < idle_polls:
+            stored = self.ingest(consumer, timeout_ms=1000)
+            total += stored
+            idle = idle + 1 if stored == 0 else 0
+        return total
+
+    def _cycling(self) -> bool:
+        return self._cycle is not None and self._cycle.is_alive()
+
+    def _cycle_logged(self) -> CycleResult | None:
+        try:
+            result = self.cycle()
+        except LockLostError as exc:
+            CYCLES.labels("skipped").inc()
+            log.warning("cycle_skipped", reason=str(exc))
+            self._last_cycle = time.monotonic()
+            return None
+        except Exception as exc:  # a failed cycle is reported; the service keeps consuming
+            CYCLES.labels("failed").inc()
+            log.exception("cycle_failed", error=str(exc))
+            self._last_cycle = time.monotonic()
+            return None
+        record_cycle(result)
+        self.results.append(result)
+        return result
+
+
+def record_cycle(result: CycleResult) -> None:
+    """The one log line and the metrics of a finished cycle."""
+    CYCLES.labels("promoted" if result.promoted else "rejected").inc()
+    CYCLE_SECONDS.observe(result.seconds)
+    SCORE.labels("candidate").set(result.candidate_f1)
+    if result.production_f1 is not None:
+        SCORE.labels("production").set(result.production_f1)
+    log.info(
+        "cycle",
+        promoted=result.promoted,
+        reason=result.reason,
+        version=result.version,
+        candidate_micro_f1=round(result.candidate_f1, 4),
+        production_micro_f1=None
+        if result.production_f1 is None
+        else round(result.production_f1, 4),
+        examples=result.examples,
+        feedback=result.feedback,
+        seconds=round(result.seconds, 1),
+    )
+
+
+def _reason(promote: bool, candidate: float, production: float | None, margin: float) -> str:
+    if production is None:
+        return "no production model yet"
+    relation = ">=" if promote else "<"
+    return f"candidate {candidate:.4f} {relation} production {production:.4f} - margin {margin}"
+
+
+class _SeekToStore(ConsumerRebalanceListener):  # type: ignore[misc]
+    """On assignment, start each partition at the store's position (the source of truth)."""
+
+    def __init__(self, consumer: KafkaConsumer, store: ExampleStore) -> None:
+        self._consumer = consumer
+        self._store = store
+
+    def on_partitions_revoked(self, revoked: object) -> None:
+        """Nothing to do: every stored record's offset is already committed or in the store."""
+
+    def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        positions = self._store.positions()
+        for partition in assigned:
+            offset = positions.get((partition.topic, partition.partition))
+            if offset is not None:
+                self._consumer.seek(partition, offset)
+
+
+def run_once(service: TrainerService) -> CycleResult:
+    """Store what the topic holds now, run one cycle, and return its result."""
+    consumer = service.consumer()
+    try:
+        service.drain(consumer)
+    finally:
+        consumer.close()
+    result = service.cycle()
+    record_cycle(result)
+    return result

@@ -1,0 +1,51 @@
+"""Settings of the retraining service (``TAGSTREAM_TRAINER_*``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings
+
+from common.paths import cache_dir
+from common.settings import settings_config
+
+
+def default_store() -> Path:
+    return cache_dir() / "trainer" / "examples.db"
+
+
+class TrainerSettings(BaseSettings):
+    """What the trainer consumes, when it retrains, and when it promotes."""
+
+    model_config = settings_config("TAGSTREAM_TRAINER_")
+
+    topic: str = "articles.labelled"
+    group_id: str = "tagstream-trainer"
+    store_path: Path = Field(default_factory=default_store)
+    """SQLite file holding every labelled example received, and the consumer positions."""
+
+    retrain_interval_s: float = Field(default=3600.0, gt=0)
+    """Retrain when this long has passed since the last cycle and a new example arrived."""
+
+    retrain_min_examples: int = Field(default=500, ge=1)
+    """Retrain as soon as this many new examples arrived, whatever the interval."""
+
+    profile: Literal["fast", "full"] = "fast"
+    seed_path: Path | None = None
+    """A JSON-lines file of LabelledArticles to use as the seed corpus instead of Reuters-21578."""
+
+    seed_fraction: float = Field(default=1.0, gt=0, le=1)
+    """Share of the Reuters train split used as seed corpus (the rest may come as feedback)."""
+
+    promotion_margin: float = Field(default=0.005, ge=0, le=1)
+    """Promote when candidate micro-F1 >= production micro-F1 - margin on the holdout."""
+
+    alias: Literal["production", "canary"] = "production"
+    lock_ttl_s: float = Field(default=60.0, gt=1)
+    metrics_port: int = Field(default=9301, ge=0, le=65535)
+    """Prometheus endpoint; 0 turns it off."""
+
+    max_body_bytes: int = Field(default=256 * 1024, ge=1)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
