@@ -1,0 +1,355 @@
+"""``tagstream demo``: the whole system on one machine, start to finish.
+
+1. the local stack (Kafka + Redis) and the corpus;
+2. a first model trained on half of the seed corpus (``--profile fast``; cached between runs),
+   published and promoted to ``production``;
+3. the trainer service and two worker processes;
+4. the Reuters test split streamed into the input topic at ``--rate``; halfway, the other half
+   of the seed corpus goes to the labelled topic, the trainer retrains and promotes, and the
+   workers hot-swap;
+5. a live view; at the end, micro-F1 per model version, sample predictions, where the logs and
+   metrics are; then everything stops, the stack too (also on Ctrl+C).
+
+Every run uses its own topics, consumer group and registry namespace (``demo-<run>``), so
+runs never see each other's data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+
+import corpus
+from common.kafka import ensure_topics
+from common.paths import cache_dir
+from common.settings import KafkaSettings, RedisSettings
+from model.artifact import Artifact
+from model.registry import Registry
+from model.settings import RegistrySettings
+from schemas import LabelledArticle
+from tagstream import feed
+from tagstream.stack import LocalStack, StackSettings, StackState
+from tagstream.supervisor import Supervisor
+from tagstream.tally import Snapshot, Tally, micro_f1_by_version
+from trainer.service import Datasets, reuters_datasets
+from trainer.train import RunOptions, train_model
+
+SEED_FRACTION = 0.5
+WORKERS = 2
+
+
+@dataclass(frozen=True)
+class DemoRun:
+    """Names and places of one demo run."""
+
+    run_id: str
+    directory: Path
+    state: StackState
+
+    @property
+    def topics(self) -> dict[str, str]:
+        prefix = f"demo-{self.run_id}"
+        return {
+            "input": f"{prefix}.articles",
+            "output": f"{prefix}.predictions",
+            "dlq": f"{prefix}.dlq",
+            "labelled": f"{prefix}.labelled",
+        }
+
+    @property
+    def namespace(self) -> str:
+        return f"demo-{self.run_id}"
+
+    @property
+    def group_id(self) -> str:
+        return f"demo-{self.run_id}-workers"
+
+    def env(self, **extra: str) -> dict[str, str]:
+        base = {k: v for k, v in os.environ.items() if not k.startswith("TAGSTREAM_")}
+        return (
+            base
+            | {
+                "TAGSTREAM_KAFKA_BOOTSTRAP": self.state.kafka_bootstrap,
+                "TAGSTREAM_REDIS_URL": self.state.redis_url,
+                "TAGSTREAM_REDIS_NAMESPACE": self.namespace,
+                "TAGSTREAM_REGISTRY_CACHE_DIR": str(self.directory / "model-cache"),
+                "PYTHONUNBUFFERED": "1",
+            }
+            | extra
+        )
+
+
+def run_demo(rate: float, limit: int | None, console: Console) -> None:
+    """Run the demo described in the module docstring."""
+    stack = LocalStack(StackSettings())
+    with ExitStack() as cleanup:
+        console.rule("[bold]tagstream demo")
+        state, _ = stack.up()
+        cleanup.callback(_stop_stack, stack, console)
+        corpus.fetch()
+        run = DemoRun(
+            uuid.uuid4().hex[:6], cache_dir() / "demo" / time.strftime("%Y%m%d-%H%M%S"), state
+        )
+        run.directory.mkdir(parents=True, exist_ok=True)
+        console.print(
+            f"stack: Kafka {state.kafka_bootstrap}, Redis {state.redis_url}; "
+            f"run {run.run_id}, logs in {run.directory}"
+        )
+        kafka = KafkaSettings(bootstrap=state.kafka_bootstrap)
+        ensure_topics(
+            kafka,
+            {
+                run.topics["input"]: 4,
+                run.topics["output"]: 4,
+                run.topics["dlq"]: 1,
+                run.topics["labelled"]: 1,
+            },
+        )
+        datasets = reuters_datasets(SEED_FRACTION)
+        first = _publish_first_model(run, datasets, console)
+        feedback = _feedback_articles(datasets)
+        supervisor = cleanup.enter_context(Supervisor(run.directory))
+        ports = _start_services(run, supervisor, len(feedback))
+        tally = Tally(
+            kafka,
+            predictions_topic=run.topics["output"],
+            dlq_topic=run.topics["dlq"],
+            input_topic=run.topics["input"],
+            group_id=run.group_id,
+        ).start()
+        cleanup.callback(tally.stop)
+        test = corpus.load().test[:limit]
+        producer = _Producer(kafka, run, test, feedback, rate)
+        producer.start()
+        _live(console, tally, producer, supervisor, first_version=first, total=len(test))
+        _summary(console, tally, test, datasets.labels, run=run, ports=ports)
+
+
+def _publish_first_model(run: DemoRun, datasets: Datasets, console: Console) -> int:
+    path = _initial_model_path()
+    if path.is_file():
+        console.print(f"first model: reusing {path}")
+        data = path.read_bytes()
+    else:
+        console.print(
+            f"first model: training on {len(datasets.seed)} articles "
+            "(--profile fast, about 2 minutes on 2 cores)"
+        )
+        artifact, _ = train_model(
+            datasets.seed, datasets.validation, datasets.labels, "fast", RunOptions(progress=True)
+        )
+        data = artifact.to_bytes()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    artifact = Artifact.from_bytes(data)
+    redis_settings = RedisSettings(url=run.state.redis_url, namespace=run.namespace)
+    with Registry.from_settings(redis_settings, RegistrySettings()) as registry:
+        version = registry.publish(data, artifact.manifest)
+        registry.promote(version, "production")
+    console.print(f"first model: published as version {version} and promoted to production")
+    return version
+
+
+def _initial_model_path() -> Path:
+    """Cached first model, keyed on the code that trains it and the seed fraction."""
+    root = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256(str(SEED_FRACTION).encode())
+    for source in sorted([*root.glob("model/*.py"), *root.glob("trainer/*.py")]):
+        digest.update(source.read_bytes())
+    return cache_dir() / "demo" / f"first-model-{digest.hexdigest()[:16]}.safetensors"
+
+
+def _start_services(run: DemoRun, supervisor: Supervisor, feedback_size: int) -> dict[str, int]:
+    tagstream = [sys.executable, "-m", "tagstream"]
+    ports = {"trainer": _free_port()} | {f"worker-{i}": _free_port() for i in range(WORKERS)}
+    supervisor.start(
+        "trainer",
+        [*tagstream, "trainer", "serve"],
+        run.env(
+            TAGSTREAM_TRAINER_TOPIC=run.topics["labelled"],
+            TAGSTREAM_TRAINER_GROUP_ID=f"demo-{run.run_id}-trainer",
+            TAGSTREAM_TRAINER_STORE_PATH=str(run.directory / "trainer-store.db"),
+            TAGSTREAM_TRAINER_SEED_FRACTION=str(SEED_FRACTION),
+            TAGSTREAM_TRAINER_RETRAIN_MIN_EXAMPLES=str(feedback_size),
+            TAGSTREAM_TRAINER_METRICS_PORT=str(ports["trainer"]),
+        ),
+    )
+    for i in range(WORKERS):
+        supervisor.start(
+            f"worker-{i}",
+            [*tagstream, "worker", "run"],
+            run.env(
+                TAGSTREAM_WORKER_INPUT_TOPIC=run.topics["input"],
+                TAGSTREAM_WORKER_OUTPUT_TOPIC=run.topics["output"],
+                TAGSTREAM_WORKER_DLQ_TOPIC=run.topics["dlq"],
+                TAGSTREAM_WORKER_GROUP_ID=run.group_id,
+                TAGSTREAM_WORKER_WORKER_ID=f"worker-{i}",
+                TAGSTREAM_WORKER_METRICS_PORT=str(ports[f"worker-{i}"]),
+            ),
+        )
+    return ports
+
+
+def _feedback_articles(datasets: Datasets) -> list[LabelledArticle]:
+    """The seed-pool articles the first model never saw: the labelled feedback."""
+    seen = {a.id for a in datasets.seed} | {a.id for a in datasets.holdout}
+    seen |= {a.id for a in datasets.validation}
+    return [a for a in corpus.load().train if a.id not in seen]
+
+
+class _Producer(threading.Thread):
+    """Streams the test split; at the halfway point, sends the feedback to the trainer."""
+
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        run: DemoRun,
+        test: list[LabelledArticle],
+        feedback: list[LabelledArticle],
+        rate: float,
+    ) -> None:
+        super().__init__(name="demo-producer", daemon=True)
+        self.kafka, self.run_info, self.test, self.feedback, self.rate = (
+            kafka,
+            run,
+            test,
+            feedback,
+            rate,
+        )
+        self.sent = 0
+        self.feedback_sent = 0
+        self.error: Exception | None = None
+
+    def run(self) -> None:
+        try:
+            half = len(self.test) // 2
+            self._send(self.test[:half])
+            self.feedback_sent = feed.produce(
+                self.kafka, self.run_info.topics["labelled"], self.feedback
+            )
+            self._send(self.test[half:])
+        except Exception as exc:  # reported by the live view, which then stops the demo
+            self.error = exc
+
+    def _send(self, articles: list[LabelledArticle]) -> None:
+        for chunk in _chunks(articles, max(1, int(self.rate))):
+            started = time.monotonic()
+            self.sent += feed.produce(
+                self.kafka, self.run_info.topics["input"], (feed.unlabelled(a) for a in chunk)
+            )
+            time.sleep(max(0.0, 1.0 - (time.monotonic() - started)))
+
+
+def _chunks(items: list[LabelledArticle], size: int) -> Iterator[list[LabelledArticle]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _live(
+    console: Console,
+    tally: Tally,
+    producer: _Producer,
+    supervisor: Supervisor,
+    *,
+    first_version: int,
+    total: int,
+    timeout_s: float = 900.0,
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    with Live(console=console, refresh_per_second=2) as live:
+        while time.monotonic() < deadline:
+            snap = tally.snapshot()
+            live.update(_view(snap, producer, total))
+            if producer.error is not None:
+                raise producer.error
+            if supervisor.failed():
+                names = ", ".join(c.name for c in supervisor.failed())
+                raise RuntimeError(f"{names} exited; see the logs in {supervisor.log_dir}")
+            swapped = max(snap.per_version, default=first_version) > first_version
+            if snap.predicted + snap.dead_letters >= total and swapped:
+                return
+            time.sleep(0.5)
+    console.print("[yellow]timed out waiting for every prediction and the retrained model")
+
+
+def _view(snap: Snapshot, producer: _Producer, total: int) -> Group:
+    counters = Table.grid(padding=(0, 3))
+    for name, value in (
+        ("produced", f"{producer.sent}/{total}"),
+        ("feedback sent", str(producer.feedback_sent)),
+        ("predicted", str(snap.predicted)),
+        ("dead letters", str(snap.dead_letters)),
+        ("lag", "?" if snap.lag is None else str(snap.lag)),
+        ("throughput", f"{snap.rate:.1f} articles/s"),
+    ):
+        counters.add_row(name, value)
+    workers = Table("worker", "predicted", "model version", title="workers")
+    for worker, count in sorted(snap.per_worker.items()):
+        workers.add_row(worker, str(count), str(snap.worker_version.get(worker, "?")))
+    return Group(Panel(counters, title="stream"), workers)
+
+
+def _summary(
+    console: Console,
+    tally: Tally,
+    test: list[LabelledArticle],
+    labels: list[str],
+    *,
+    run: DemoRun,
+    ports: dict[str, int],
+) -> None:
+    gold = {a.id: a.labels for a in test}
+    quality = Table(
+        "model version", "articles", "micro-F1", title="quality of the streamed predictions"
+    )
+    for version, (count, f1) in micro_f1_by_version(tally.predictions, gold, labels).items():
+        quality.add_row(str(version), str(count), f"{f1:.3f}")
+    console.print(quality)
+    samples = Table("article", "gold", "predicted (score)", "version", title="sample predictions")
+    for article in test[:: max(1, len(test) // 5)][:5]:
+        prediction = tally.predictions.get(article.id)
+        if prediction is not None:
+            guessed = ", ".join(f"{x.name} ({x.score:.2f})" for x in prediction.labels)
+            samples.add_row(
+                article.title[:48],
+                ", ".join(article.labels),
+                guessed or "-",
+                str(prediction.model_version),
+            )
+    console.print(samples)
+    snap = tally.snapshot()
+    console.print(
+        f"predicted {snap.predicted} (duplicates {snap.duplicates}), dead letters "
+        f"{snap.dead_letters}, of {len(test)} produced"
+    )
+    for name, port in ports.items():
+        console.print(
+            f"{name}: metrics were at http://127.0.0.1:{port}/metrics, "
+            f"log {run.directory / (name + '.log')}"
+        )
+
+
+def _stop_stack(stack: LocalStack, console: Console) -> None:
+    stack.down()
+    console.print("stopped the workers, the trainer and the local stack")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
