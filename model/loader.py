@@ -85,7 +85,7 @@ class ModelLoader:
         assert manifest.artifact_sha256 is not None and manifest.version is not None
         cached = self.cache.get(manifest.artifact_sha256)
         if cached is not None:
-            verify(cached, manifest)
+            verify(cached, manifest, sha256_known=True)
             log.info("model_loaded", version=manifest.version, source="cache")
             return LoadedModel(manifest, cached, "cache")
         data = self.registry.fetch(manifest.version)
@@ -101,7 +101,7 @@ class ModelLoader:
             raise RegistryError(
                 f"registry unreachable and no cached model for alias {alias!r}: {cause}"
             ) from cause
-        verify(data, manifest)
+        verify(data, manifest, sha256_known=True)
         log.warning(
             "model_loaded_offline", alias=alias, version=manifest.version, reason=str(cause)
         )

@@ -330,20 +330,22 @@ class Registry:
         return parse_manifest(version, raw)
 
     def fetch(self, version: int) -> bytes:
-        """The artifact bytes of ``version``, checked against its manifest's size and sha256."""
-        manifest = self.manifest(version)
-        data = self._read_chunks(version)
+        """The artifact bytes of ``version``, checked against its manifest's size and sha256.
+
+        Manifest and chunks are read in one transaction, so retention cannot delete the
+        version half-way through the read.
+        """
+        with redis_errors(f"reading version {version}"):
+            pipe = self.client.pipeline(transaction=True)
+            pipe.hget(self.keys.manifests, str(version))
+            pipe.hgetall(self.keys.artifact(version))
+            raw, chunks = cast(tuple[bytes | None, dict[bytes, bytes]], tuple(pipe.execute()))
+        if raw is None:
+            raise ModelError(f"model version {version} is not in the registry")
+        manifest = parse_manifest(version, raw)
+        data = join_chunks(version, chunks)
         verify(data, manifest)
         return data
-
-    def _read_chunks(self, version: int) -> bytes:
-        key = self.keys.artifact(version)
-        with redis_errors(f"reading the artifact of version {version}"):
-            count = int(self.client.hlen(key))
-            chunks = [cast(bytes | None, self.client.hget(key, str(i))) for i in range(count)]
-        if count == 0 or any(chunk is None for chunk in chunks):
-            raise ArtifactError(f"model version {version}: artifact chunks are missing")
-        return b"".join(cast(list[bytes], chunks))
 
     # -- aliases -----------------------------------------------------------------------
 
@@ -440,8 +442,20 @@ def parse_manifest(version: int, raw: bytes) -> ModelManifest:
         ) from exc
 
 
-def verify(data: bytes, manifest: ModelManifest) -> None:
-    """Refuse ``data`` unless its size and sha256 are the ones ``manifest`` declares."""
+def join_chunks(version: int, chunks: dict[bytes, bytes]) -> bytes:
+    """The chunks ``{b"0": ..., b"1": ...}`` in order; a gap is an :class:`ArtifactError`."""
+    indices = sorted(int(index) for index in chunks)
+    if not indices or indices != list(range(len(indices))):
+        raise ArtifactError(f"model version {version}: artifact chunks are missing")
+    return b"".join(chunks[str(index).encode()] for index in indices)
+
+
+def verify(data: bytes, manifest: ModelManifest, *, sha256_known: bool = False) -> None:
+    """Refuse ``data`` unless its size and sha256 are the ones ``manifest`` declares.
+
+    ``sha256_known``: the caller already hashed ``data`` to the manifest's digest (the disk
+    cache does on every read), so only the size is compared.
+    """
     version = manifest.version
     if manifest.artifact_sha256 is None:
         raise ArtifactError(f"model version {version}: manifest carries no sha256")
@@ -450,7 +464,7 @@ def verify(data: bytes, manifest: ModelManifest) -> None:
             f"model version {version}: artifact is {len(data)} bytes, "
             f"manifest says {manifest.artifact_bytes}; refusing it"
         )
-    actual = sha256_hex(data)
+    actual = manifest.artifact_sha256 if sha256_known else sha256_hex(data)
     if actual != manifest.artifact_sha256:
         raise ArtifactError(
             f"model version {version}: artifact sha256 {actual} does not match the manifest's "
