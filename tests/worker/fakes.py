@@ -1,0 +1,200 @@
+"""Small in-memory stand-ins for the worker's loop tests: a model, a consumer, a producer.
+
+They keep the contracts the loop relies on and nothing more: the source hands out records
+per partition from a position, honours pause/seek/commit and calls the rebalance handler;
+the sink acknowledges each send through its callback (or refuses chosen ones once).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from worker.consumer import RebalanceHandler
+from worker.items import Record
+from worker.offsets import TopicPartition
+from worker.publisher import Done
+
+POISON = "POISON"
+POISON_ID = 999
+
+
+class FakeModel:
+    """Token id = word length (the word POISON is id 999, which ``scores`` refuses)."""
+
+    def __init__(self, version: int = 1, labels: Sequence[str] = ("earn", "acq")) -> None:
+        self.version = version
+        self.labels = list(labels)
+        self.calls: list[int] = []
+
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        return [
+            [POISON_ID if w == POISON else min(len(w), 50) for w in t.split()][:64] for t in texts
+        ]
+
+    def scores(self, token_ids: Sequence[Sequence[int]]) -> np.ndarray:
+        self.calls.append(len(token_ids))
+        if any(POISON_ID in ids for ids in token_ids):
+            raise RuntimeError("the model cannot digest this article")
+        return np.array(
+            [[0.9, 0.2 + 0.01 * (len(ids) % 10)] for ids in token_ids], dtype=np.float32
+        )
+
+    def decide(self, scores_row: np.ndarray) -> list[tuple[str, float]]:
+        return [(n, float(s)) for n, s in zip(self.labels, scores_row, strict=True) if s >= 0.5]
+
+    def warm_up(self) -> None:
+        self.scores([[1, 2, 3]])
+
+
+def article(i: int, body: str = "profit rose sharply this quarter") -> bytes:
+    return json.dumps({"id": f"a{i}", "title": f"title {i}", "body": body}).encode()
+
+
+class FakeSource:
+    """One topic's partitions in memory; assigns them all on the first poll."""
+
+    def __init__(self, topic: str, partitions: dict[int, list[bytes | None]]) -> None:
+        self.topic = topic
+        self.data = {TopicPartition(topic, p): list(values) for p, values in partitions.items()}
+        self.positions = dict.fromkeys(self.data, 0)
+        self.committed: dict[TopicPartition, int] = {}
+        self.assigned: set[TopicPartition] = set()
+        self.paused_set: set[TopicPartition] = set()
+        self.handler: RebalanceHandler | None = None
+        self.pause_calls = 0
+        self.max_records = 50
+        self._pending: list[Callable[[], None]] = []
+        self._lock = threading.Lock()
+
+    # -- test controls -------------------------------------------------------------------
+    def append(self, partition: int, values: Iterable[bytes | None]) -> None:
+        with self._lock:
+            self.data[TopicPartition(self.topic, partition)].extend(values)
+
+    def rebalance(self, revoke: set[TopicPartition], assign: set[TopicPartition]) -> None:
+        """On the next poll: revoke, then assign. Like kafka-python, a partition held before
+        and after keeps its fetch position; a newly assigned one starts from its commit."""
+
+        def run() -> None:
+            assert self.handler is not None
+            before = set(self.assigned)
+            self.handler.on_revoked(revoke)
+            for tp in assign - before:
+                self.positions[tp] = self.committed.get(tp, 0)
+            self.assigned = assign
+            self.handler.on_assigned(assign)
+
+        with self._lock:
+            self._pending.append(run)
+
+    def end(self, tp: TopicPartition) -> int:
+        return len(self.data[tp])
+
+    # -- Source --------------------------------------------------------------------------
+    def subscribe(self, topic: str, handler: RebalanceHandler) -> None:
+        assert topic == self.topic
+        self.handler = handler
+        self.rebalance(set(), set(self.data))
+
+    def poll(self, timeout_ms: int) -> list[Record]:
+        with self._lock:
+            pending, self._pending = self._pending, []
+        for run in pending:
+            run()
+        records = self._take()
+        if not records:
+            threading.Event().wait(min(timeout_ms, 5) / 1000)
+        return records
+
+    def _take(self) -> list[Record]:
+        records: list[Record] = []
+        with self._lock:
+            for tp in sorted(self.assigned - self.paused_set):
+                start = self.positions[tp]
+                values = self.data[tp][start : start + self.max_records - len(records)]
+                records += [
+                    Record(tp.topic, tp.partition, start + i, b"k", v, 1_700_000_000_000)
+                    for i, v in enumerate(values)
+                ]
+                self.positions[tp] = start + len(values)
+        return records
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.assigned)
+
+    def paused(self) -> set[TopicPartition]:
+        return set(self.paused_set)
+
+    def pause(self, partitions: Iterable[TopicPartition]) -> None:
+        self.pause_calls += 1
+        self.paused_set |= set(partitions)
+
+    def resume(self, partitions: Iterable[TopicPartition]) -> None:
+        self.paused_set -= set(partitions)
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.positions[tp] = offset
+
+    def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        self.committed.update(offsets)
+
+    def commit_nowait(self, offsets: dict[TopicPartition, int]) -> None:
+        self.committed.update(offsets)
+
+    def group_metadata(self) -> Any:
+        return "group-metadata"
+
+    def lag(self) -> dict[TopicPartition, int]:
+        return {tp: len(self.data[tp]) - self.positions[tp] for tp in self.assigned}
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class FakeSink:
+    """Acknowledges every send at once, except the keys ``refuse`` names (once each)."""
+
+    def __init__(self, refuse: set[bytes] | None = None) -> None:
+        self.sent: list[tuple[str, bytes | None, bytes]] = []
+        self.refuse = set(refuse or ())
+        self.refused: list[bytes] = []
+        self._lock = threading.Lock()
+
+    def send(self, topic: str, key: bytes | None, value: bytes, on_done: Done | None) -> None:
+        with self._lock:
+            refuse = key in self.refuse
+            if refuse:
+                assert key is not None
+                self.refuse.discard(key)
+                self.refused.append(key)
+            else:
+                self.sent.append((topic, key, value))
+        if on_done is not None:
+            on_done(RuntimeError("broker said no") if refuse else None)
+
+    def on(self, topic: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [json.loads(v) for t, _, v in self.sent if t == topic]
+
+    def begin(self) -> None:
+        raise AssertionError("at-least-once only")
+
+    def send_offsets(self, offsets: dict[TopicPartition, int], group_metadata: Any) -> None:
+        raise AssertionError("at-least-once only")
+
+    def commit(self) -> None:
+        raise AssertionError("at-least-once only")
+
+    def abort(self) -> None:
+        raise AssertionError("at-least-once only")
+
+    def flush(self, timeout_s: float) -> None:
+        """Every send is acknowledged at once."""
+
+    def close(self, timeout_s: float) -> None:
+        """Nothing to release."""

@@ -1,0 +1,204 @@
+"""One worker process: resources composed in one ExitStack, signals, the loop, a summary.
+
+Start-up order: signal handlers -> health server (``/healthz`` answers at once, ``/readyz``
+once a model is loaded and partitions are assigned) -> the first model (waits while there is
+none) -> the alias watcher and swapper -> producer (``init_transactions`` fences a
+predecessor) -> consumer -> the loop. The ExitStack closes them in reverse: the consumer
+leaves the group first, then the producer flushes and closes, then the rest.
+
+Signals flip a flag: the first SIGTERM or SIGINT starts a graceful drain, a second one exits
+at once. The last log line summarises the counters.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from contextlib import ExitStack
+from types import FrameType, TracebackType
+from typing import Any, Self
+
+import structlog
+
+from common.logging import get_logger
+from common.settings import KafkaSettings, RedisSettings
+from model.settings import RegistrySettings
+from worker.consumer import KafkaSource
+from worker.health import HealthServer
+from worker.inference import Scorer, resolve_device
+from worker.metrics import Metrics
+from worker.models import first_model, open_models
+from worker.pipeline import Pipeline
+from worker.publisher import KafkaSink
+from worker.settings import WorkerSettings
+from worker.swap import ModelSlot, Swapper
+
+log = get_logger("worker.app")
+
+
+class Signals:
+    """SIGTERM/SIGINT: the first sets :attr:`stop` (and calls the hooks), a second exits now."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self._hooks: list[Any] = []
+        self._previous: dict[int, Any] = {}
+
+    def on_stop(self, hook: Any) -> None:
+        self._hooks.append(hook)
+        if self.stop.is_set():
+            hook()
+
+    def __enter__(self) -> Self:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if self.stop.is_set():
+            log.warning("second signal: exiting now", signal=name)
+            os._exit(128 + signum)
+        log.info("signal: draining, a second one exits at once", signal=name)
+        self.stop.set()
+        for hook in self._hooks:
+            hook()
+
+
+class Worker:
+    """Everything one worker process runs; :meth:`run` returns when it has stopped."""
+
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        kafka: KafkaSettings,
+        redis: RedisSettings,
+        registry: RegistrySettings,
+    ) -> None:
+        self.settings = settings
+        self.kafka = kafka
+        self.redis = redis
+        self.registry = registry
+        self.worker_id = settings.resolved_worker_id()
+        self.metrics = Metrics()
+        self.slot = ModelSlot(self.metrics)
+        self.pipeline: Pipeline | None = None
+        self.health_port: int | None = None
+        self._started = time.monotonic()
+
+    def run(self) -> None:
+        structlog.contextvars.bind_contextvars(worker_id=self.worker_id)
+        log.info(
+            "worker starting",
+            group_id=self.settings.group_id,
+            input_topic=self.settings.input_topic,
+            processing_guarantee=self.settings.processing_guarantee,
+            device=resolve_device(self.settings.device),
+        )
+        try:
+            with ExitStack() as stack:
+                self._run(stack)
+        finally:
+            log.info("worker stopped", **self.summary())
+
+    def _run(self, stack: ExitStack) -> None:
+        signals = stack.enter_context(Signals())
+        if self.settings.metrics_port is not None:
+            health = stack.enter_context(
+                HealthServer(
+                    self.settings.metrics_host,
+                    self.settings.metrics_port,
+                    self.metrics.registry,
+                    self.alive,
+                    self.ready,
+                )
+            )
+            self.health_port = health.port
+            log.info("health and metrics listening", port=health.port)
+        models = open_models(self.settings, self.redis, self.registry)
+        stack.callback(models.close)
+        model = first_model(models, signals.stop)
+        if model is None:
+            return
+        self.slot.install(model)
+        if self.settings.hot_swap:
+            swapper = Swapper(self.slot, models.version, self.metrics)
+            swapper.start()
+            stack.callback(swapper.stop)
+            models.watch(swapper)
+        sink = KafkaSink(self.kafka, self.settings, self.worker_id)
+        stack.callback(sink.close, 10.0)
+        source = KafkaSource(self.kafka, self.settings, self.worker_id)
+        stack.callback(source.close)
+        self.pipeline = Pipeline(
+            self.settings,
+            source,
+            sink,
+            slot=self.slot,
+            metrics=self.metrics,
+            scorer=self.scorer(),
+            worker_id=self.worker_id,
+        )
+        signals.on_stop(self.pipeline.stop)
+        self.pipeline.run()
+
+    def scorer(self) -> Scorer:
+        on_cpu = resolve_device(self.settings.device) == "cpu"
+        return Scorer(self.settings.bucket_size if on_cpu else None)
+
+    # -- health -----------------------------------------------------------------------------
+    def alive(self) -> tuple[bool, str]:
+        pipeline = self.pipeline
+        if pipeline is None:
+            return True, "starting"
+        quiet_s = time.monotonic() - pipeline.last_step
+        limit_s = self.settings.max_poll_interval_ms / 1000
+        return quiet_s < limit_s, f"last poll {quiet_s:.1f} s ago"
+
+    def ready(self) -> tuple[bool, str]:
+        version = self.slot.version
+        if version is None:
+            return False, "no model loaded"
+        pipeline = self.pipeline
+        partitions = pipeline.tracker.partitions() if pipeline else set()
+        if not partitions:
+            return False, f"model {version} loaded, no partitions assigned"
+        return True, f"model {version}, {len(partitions)} partitions"
+
+    def summary(self) -> dict[str, Any]:
+        m = self.metrics
+        return {
+            "consumed": total(m.consumed),
+            "predictions": total(m.predictions),
+            "dead_letters": total(m.dead_letters),
+            "discarded": total(m.discarded),
+            "batches": total(m.batches),
+            "commits": total(m.commits),
+            "transactions": total(m.transactions),
+            "rewinds": total(m.rewinds),
+            "model_swaps": total(m.model_swaps),
+            "model_refusals": total(m.model_refusals),
+            "model_version": self.slot.version,
+            "uptime_s": round(time.monotonic() - self._started, 1),
+        }
+
+
+def total(metric: Any) -> int:
+    """The sum of a counter over all its labels."""
+    return int(
+        sum(
+            sample.value
+            for family in metric.collect()
+            for sample in family.samples
+            if sample.name.endswith("_total")
+        )
+    )

@@ -1,0 +1,118 @@
+"""Running a model over one batch: length buckets, input order restored, failures isolated.
+
+On CPU a batch is sorted by length and cut into buckets of similar lengths
+(``model.inference.length_buckets``, at most ``bucket_size`` each) so each forward pass pads
+little; on CUDA the whole batch goes in one call and the model packs it. The scores come
+back in input order and are checked (one row per input, one column per label). When a call
+fails (an exception, out of memory, a wrong shape), its inputs are split in halves and retried
+until the article that fails on its own is found: it gets the exception as its result, the
+others get their scores.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from model.inference import length_buckets
+from worker.decoding import Encoder
+from worker.settings import Device
+
+
+class Model(Encoder, Protocol):
+    """What the loop needs from a classifier (``model.inference.Classifier`` provides it)."""
+
+    @property
+    def version(self) -> int: ...
+
+    @property
+    def labels(self) -> Sequence[str]: ...
+
+    def scores(self, token_ids: Sequence[Sequence[int]]) -> np.ndarray: ...
+
+    def decide(self, scores_row: np.ndarray) -> list[tuple[str, float]]: ...
+
+    def warm_up(self) -> None: ...
+
+
+Row = np.ndarray | Exception
+
+
+@dataclass(frozen=True)
+class Scored:
+    """Per input, in input order: a row of label scores, or the exception it failed with."""
+
+    rows: list[Row]
+    real_tokens: int
+    padded_tokens: int
+    seconds: float
+
+    @property
+    def padding_ratio(self) -> float:
+        return 1.0 - self.real_tokens / self.padded_tokens if self.padded_tokens else 0.0
+
+
+def resolve_device(device: Device) -> str:
+    """``auto`` -> ``cuda`` when a GPU is usable, else ``cpu``."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+class Scorer:
+    """Scores batches with a model: length buckets on CPU (``bucket_size`` set), else whole."""
+
+    def __init__(self, bucket_size: int | None) -> None:
+        if bucket_size is not None and bucket_size < 1:
+            raise ValueError(f"bucket_size must be at least 1, not {bucket_size}")
+        self.bucket_size = bucket_size
+
+    def groups(self, lengths: list[int]) -> list[list[int]]:
+        """Indices per forward pass: similar lengths together, or everything at once."""
+        if self.bucket_size is None:
+            return [list(range(len(lengths)))] if lengths else []
+        return list(length_buckets(lengths, max_items=self.bucket_size))
+
+    def score(self, model: Model, token_ids: Sequence[Sequence[int]]) -> Scored:
+        started = time.perf_counter()
+        lengths = [len(ids) for ids in token_ids]
+        rows: list[Row | None] = [None] * len(token_ids)
+        padded = 0
+        for group in self.groups(lengths):
+            padded += max(lengths[i] for i in group) * len(group)
+            for index, row in isolate(model, token_ids, group):
+                rows[index] = row
+        assert all(row is not None for row in rows), "every input gets a result"
+        return Scored(
+            [r for r in rows if r is not None], sum(lengths), padded, time.perf_counter() - started
+        )
+
+
+def isolate(
+    model: Model, token_ids: Sequence[Sequence[int]], indices: list[int]
+) -> list[tuple[int, Row]]:
+    """Scores for ``indices``; halves a failing call until the failing input stands alone."""
+    try:
+        with torch.inference_mode():
+            scores = np.asarray(model.scores([token_ids[i] for i in indices]))
+        check_shape(scores, len(indices), len(model.labels))
+        return list(zip(indices, scores, strict=True))
+    except Exception as exc:
+        if len(indices) == 1:
+            return [(indices[0], exc)]
+        middle = len(indices) // 2
+        return isolate(model, token_ids, indices[:middle]) + isolate(
+            model, token_ids, indices[middle:]
+        )
+
+
+def check_shape(scores: np.ndarray, inputs: int, labels: int) -> None:
+    if scores.shape != (inputs, labels):
+        raise ValueError(
+            f"model returned scores of shape {scores.shape} for {inputs} inputs and {labels} labels"
+        )

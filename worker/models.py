@@ -1,0 +1,132 @@
+"""Where the worker's models come from: the registry alias (with hot swap) or a local file."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Protocol
+
+from common.errors import TagstreamError
+from common.logging import get_logger
+from common.settings import RedisSettings
+from model.artifact import Artifact
+from model.inference import Classifier
+from model.loader import ModelLoader
+from model.settings import RegistrySettings
+from model.watcher import AliasChange, AliasWatcher
+from worker.errors import NoModelError
+from worker.inference import Model
+from worker.settings import WorkerSettings
+from worker.swap import Swapper
+
+log = get_logger("worker.models")
+
+RETRY_S = 1.0
+
+
+class Models(Protocol):
+    """A source of models: the one serving now, and a given version."""
+
+    def current(self) -> Model: ...
+
+    def version(self, version: int) -> Model: ...
+
+    def watch(self, swapper: Swapper) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def classifier(data: bytes, sha256: str | None, version: int, settings: WorkerSettings) -> Model:
+    """Verified bytes -> a warmed-up classifier on the configured device."""
+    artifact = Artifact.from_bytes(data, sha256)
+    model = Classifier.from_artifact(
+        artifact, version=version, device=settings.device, threads=settings.threads
+    )
+    model.warm_up()
+    return model
+
+
+class RegistryModels:
+    """Models from the Redis registry alias ``settings.model_alias``; swaps on alias changes."""
+
+    def __init__(
+        self, settings: WorkerSettings, redis: RedisSettings, registry: RegistrySettings
+    ) -> None:
+        self._settings = settings
+        self._loader = ModelLoader.from_settings(redis, registry)
+        self._watcher: AliasWatcher | None = None
+
+    def current(self) -> Model:
+        loaded = self._loader.load(self._settings.model_alias)
+        return classifier(
+            loaded.data, loaded.manifest.artifact_sha256, loaded.version, self._settings
+        )
+
+    def version(self, version: int) -> Model:
+        loaded = self._loader.load_version(version)
+        return classifier(
+            loaded.data, loaded.manifest.artifact_sha256, loaded.version, self._settings
+        )
+
+    def watch(self, swapper: Swapper) -> None:
+        alias = self._settings.model_alias
+
+        def on_change(change: AliasChange) -> None:
+            if change.alias == alias and change.version is not None:
+                log.info(
+                    "alias changed", alias=alias, version=change.version, previous=change.previous
+                )
+                swapper.want(change.version)
+
+        self._watcher = AliasWatcher(self._loader.registry, on_change).start()
+
+    def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.stop()
+        self._loader.close()
+
+
+class FileModels:
+    """One model from an artifact file; nothing to watch."""
+
+    def __init__(self, path: Path, settings: WorkerSettings) -> None:
+        self._path = path
+        self._settings = settings
+
+    def current(self) -> Model:
+        data = self._path.read_bytes()
+        version = Artifact.from_bytes(data).manifest.version or 1
+        return classifier(data, None, version, self._settings)
+
+    def version(self, version: int) -> Model:
+        raise NoModelError(f"serving {self._path}: there are no other versions")
+
+    def watch(self, swapper: Swapper) -> None:
+        """A file does not change its alias."""
+
+    def close(self) -> None:
+        """Nothing is held open."""
+
+
+def open_models(
+    settings: WorkerSettings, redis: RedisSettings, registry: RegistrySettings
+) -> Models:
+    if settings.model_path is not None:
+        return FileModels(settings.model_path, settings)
+    return RegistryModels(settings, redis, registry)
+
+
+def first_model(models: Models, stop: threading.Event) -> Model | None:
+    """The model to start with; while there is none (alias unset, registry unreachable,
+    artifact refused) it says why once and tries again every second. None if stopped."""
+    last_reason = None
+    while not stop.is_set():
+        try:
+            return models.current()
+        except (TagstreamError, OSError) as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            if reason != last_reason:
+                log.warning("no model to serve yet; retrying", error=reason, retry_s=RETRY_S)
+                last_reason = reason
+            stop.wait(RETRY_S)
+    return None

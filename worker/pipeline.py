@@ -1,0 +1,318 @@
+"""The loop: one thread owns the consumer; two more decode/batch and score/publish.
+
+    poll thread (owns the consumer)      assembler thread           runner thread
+    poll -> register offsets ──intake──> decode, encode, batch ──batches──> score, publish
+    pause when the intake is full        (bounded: waits)           acks -> OffsetTracker
+    seek rewound partitions
+    commit watermarks (at-least-once) <──────────────────────────────────────┘
+
+The poll thread never blocks on the other two: the intake queue has a soft bound (the
+consumer's partitions are paused while it is full, and a poll returns at most
+``max_poll_records``), so ``poll()`` is called every ``poll_timeout_ms`` and the group
+membership never lapses for lack of polling.
+
+Rebalances (the handler methods run on kafka-python's IO thread while the poll thread is
+inside ``poll()``): on revocation the worker waits up to ``revoke_timeout_s`` for the work of
+the revoked partitions to be published, then stops tracking them and, at-least-once,
+commits their watermarks; work still in flight after the deadline is discarded and its
+offsets are not committed. kafka-python keeps a partition's fetch position when the
+partition is assigned again, so each reassigned partition is sought back to its watermark:
+discarded work is read again, never skipped.
+
+Shutdown: :meth:`Pipeline.stop` (from a signal) ends polling; the intake gets ``END``; the
+assembler flushes; the runner finishes and the producer flushes; the poll thread keeps
+polling (partitions paused) and committing until everything is acknowledged or
+``drain_timeout_s`` has passed; then a final commit.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from kafka.errors import KafkaError
+
+from common.logging import get_logger
+from worker.assembler import END, Assembler, Batches, Intake
+from worker.batcher import Batcher
+from worker.consumer import Source
+from worker.inference import Scorer
+from worker.items import Item, Polled, Record
+from worker.metrics import Metrics
+from worker.offsets import OffsetTracker, TopicPartition
+from worker.publisher import Sink
+from worker.results import Results
+from worker.runner import Runner
+from worker.settings import WorkerSettings
+from worker.swap import ModelSlot
+
+log = get_logger("worker.pipeline")
+
+LAG_INTERVAL_S = 5.0
+
+
+@dataclass
+class Stage:
+    """A worker thread that records the exception it died of."""
+
+    name: str
+    target: Callable[[], None]
+    failure: BaseException | None = None
+
+    def __post_init__(self) -> None:
+        self.thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.target()
+        except BaseException as exc:
+            self.failure = exc
+            log.exception("stage failed", stage=self.name)
+
+
+class Pipeline:
+    """Runs one worker's loop until stopped; see the module docstring."""
+
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        source: Source,
+        sink: Sink,
+        *,
+        slot: ModelSlot,
+        metrics: Metrics,
+        scorer: Scorer,
+        worker_id: str,
+    ) -> None:
+        self.settings = settings
+        self.source = source
+        self.sink = sink
+        self.metrics = metrics
+        self.tracker = OffsetTracker()
+        self.stopping = threading.Event()
+        self.halt = threading.Event()
+        self.intake: Intake = queue.Queue()
+        self.batches: Batches = queue.Queue(maxsize=settings.batch_queue)
+        self._resume: dict[TopicPartition, int] = {}
+        self._last_commit = time.monotonic()
+        self._acked_at_commit = 0
+        self._last_lag = 0.0
+        self.last_step = time.monotonic()
+        batcher: Batcher[Item] = Batcher(
+            settings.max_batch_size, settings.max_batch_tokens, settings.max_wait_ms / 1000
+        )
+        results = Results(
+            settings.output_topic,
+            settings.dlq_topic,
+            worker_id,
+            include_scores=settings.include_scores,
+            max_payload_bytes=settings.dlq_max_payload_bytes,
+        )
+        assembler = Assembler(
+            self.intake,
+            self.batches,
+            slot,
+            batcher=batcher,
+            max_body_bytes=settings.max_body_bytes,
+            halt=self.halt,
+        )
+        runner = Runner(
+            self.batches,
+            sink,
+            self.tracker,
+            results=results,
+            scorer=scorer,
+            metrics=metrics,
+            exactly_once=settings.exactly_once,
+            group_metadata=source.group_metadata,
+            halt=self.halt,
+        )
+        self.stages = [Stage("assembler", assembler.run), Stage("runner", runner.run)]
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Ask for a graceful stop: finish what is in flight, commit, return from run()."""
+        self.stopping.set()
+
+    def run(self) -> None:
+        """Consume until stopped; raises what a stage died of."""
+        self.source.subscribe(self.settings.input_topic, self)
+        for stage in self.stages:
+            stage.thread.start()
+        try:
+            while not self.stopping.is_set():
+                self.step()
+            self.drain()
+        finally:
+            self.halt.set()
+            for stage in self.stages:
+                stage.thread.join(timeout=5)
+        self._raise_failure()
+
+    def step(self) -> None:
+        """One turn of the poll loop."""
+        self.last_step = time.monotonic()
+        self._raise_failure()
+        self._rewind()
+        self._backpressure()
+        self._hand_on(self.source.poll(self.settings.poll_timeout_ms))
+        self._maybe_commit()
+        self._report_lag()
+
+    def drain(self) -> None:
+        """Finish in-flight work within ``drain_timeout_s``, then commit what was acknowledged."""
+        deadline = time.monotonic() + self.settings.drain_timeout_s
+        self.source.pause(self.source.assignment())
+        self.intake.put(END)
+        runner = self.stages[1].thread
+        while runner.is_alive() and time.monotonic() < deadline and not self._failed():
+            self.last_step = time.monotonic()
+            self.source.poll(self.settings.poll_timeout_ms)  # keeps membership; all paused
+            self._maybe_commit()
+        if not self._failed():
+            self.sink.flush(max(0.1, deadline - time.monotonic()))
+        drained = self.tracker.wait_drained(None, max(0.0, deadline - time.monotonic()))
+        self._commit()
+        left = self.tracker.outstanding()
+        self.tracker.drop(self.tracker.partitions())  # close() revokes: nothing left to wait for
+        if not drained:
+            log.warning(
+                "drain deadline passed; unfinished messages will be read again",
+                outstanding=left,
+                drain_timeout_s=self.settings.drain_timeout_s,
+            )
+
+    # -- the poll thread's steps ------------------------------------------------------------
+    def _hand_on(self, records: list[Record]) -> None:
+        if not records:
+            return
+        now = datetime.now(UTC)
+        chunk = []
+        for record in records:
+            epoch = self.tracker.register(record.tp, record.offset)
+            if epoch is not None:
+                chunk.append(Polled(record, epoch, now))
+        self.metrics.consumed.inc(len(records))
+        if len(chunk) < len(records):
+            self.metrics.discarded.inc(len(records) - len(chunk))
+        if chunk:
+            self.intake.put(chunk)
+
+    def _backpressure(self) -> None:
+        paused = self.source.paused()
+        if self.intake.qsize() >= self.settings.intake_chunks:
+            more = self.source.assignment() - paused
+            if more:
+                self.source.pause(more)
+                paused |= more
+        elif paused:
+            self.source.resume(paused)
+            paused = set()
+        self.metrics.paused_partitions.set(len(paused))
+
+    def _rewind(self) -> None:
+        assigned = self.source.assignment()
+        for tp, offset in self.tracker.rewinds().items():
+            if tp in assigned:
+                self.source.seek(tp, offset)
+            self.tracker.restart(tp, offset)
+            self.metrics.rewinds.inc()
+            log.warning(
+                "partition rewound after a failed publish",
+                topic=tp.topic,
+                partition=tp.partition,
+                offset=offset,
+            )
+
+    def _maybe_commit(self) -> None:
+        if self.settings.exactly_once:
+            return
+        elapsed_ms = (time.monotonic() - self._last_commit) * 1000
+        acked = self.tracker.acked - self._acked_at_commit
+        if (
+            elapsed_ms >= self.settings.commit_interval_ms
+            or acked >= self.settings.commit_every_messages
+        ):
+            self._commit()
+
+    def _commit(self) -> None:
+        """At-least-once: commit every watermark that moved (offsets below it are all acked)."""
+        self._last_commit = time.monotonic()
+        self._acked_at_commit = self.tracker.acked
+        if self.settings.exactly_once:
+            return
+        offsets = self.tracker.committable()
+        if not offsets:
+            return
+        try:
+            self.source.commit(offsets)
+        except KafkaError as exc:
+            self.metrics.commits.labels("failed").inc()
+            log.warning("offset commit failed; it is retried", error=f"{type(exc).__name__}: {exc}")
+            return
+        self.tracker.committed(offsets)
+        self.metrics.commits.labels("ok").inc()
+
+    def _report_lag(self) -> None:
+        if time.monotonic() - self._last_lag < LAG_INTERVAL_S:
+            return
+        self._last_lag = time.monotonic()
+        self.metrics.lag.clear()
+        for tp, lag in self.source.lag().items():
+            self.metrics.lag.labels(tp.topic, str(tp.partition)).set(lag)
+
+    def _failed(self) -> bool:
+        return any(stage.failure is not None for stage in self.stages)
+
+    def _raise_failure(self) -> None:
+        for stage in self.stages:
+            if stage.failure is not None:
+                raise stage.failure
+            if (
+                not stage.thread.is_alive()
+                and not self.stopping.is_set()
+                and stage.thread.ident is not None
+            ):
+                raise RuntimeError(f"the {stage.name} thread ended unexpectedly")
+
+    # -- rebalance handler (kafka-python's IO thread, poll thread blocked in poll) ----------
+    def on_revoked(self, partitions: set[TopicPartition]) -> None:
+        self.metrics.rebalances.labels("revoked").inc(len(partitions))
+        drained = self.tracker.wait_drained(partitions, self.settings.revoke_timeout_s)
+        left = self.tracker.outstanding(partitions)
+        marks = self.tracker.drop(partitions)
+        self._resume.update(marks)
+        if marks and not self.settings.exactly_once:
+            try:
+                self.source.commit_nowait(marks)
+            except KafkaError as exc:
+                log.warning("commit on revocation failed", error=str(exc))
+        if not drained:
+            self.metrics.discarded.inc(left)
+        log.info(
+            "partitions revoked",
+            partitions=sorted(tp.partition for tp in partitions),
+            finished=drained,
+            discarded=0 if drained else left,
+        )
+
+    def on_lost(self, partitions: set[TopicPartition]) -> None:
+        self.metrics.rebalances.labels("lost").inc(len(partitions))
+        left = self.tracker.outstanding(partitions)
+        self._resume.update(self.tracker.drop(partitions))
+        self.metrics.discarded.inc(left)
+        log.warning(
+            "partitions lost", partitions=sorted(tp.partition for tp in partitions), discarded=left
+        )
+
+    def on_assigned(self, partitions: set[TopicPartition]) -> None:
+        self.metrics.rebalances.labels("assigned").inc(len(partitions))
+        self.tracker.assign(partitions)
+        for tp in partitions & self._resume.keys():
+            self.source.seek(tp, self._resume[tp])
+        self._resume.clear()
+        log.info("partitions assigned", partitions=sorted(tp.partition for tp in partitions))

@@ -1,0 +1,121 @@
+"""Items and their scores -> the records the worker publishes (predictions, dead letters)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+
+from schemas import DeadLetter, ErrorKind, LabelScore, Prediction
+from worker.decoding import MAX_ERROR_CHARS
+from worker.inference import Model
+from worker.items import Item, Origin
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One record to publish, and the message it answers for."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    origin: Origin
+    error_kind: ErrorKind | None = None
+
+
+class Results:
+    """Builds predictions and dead letters for one worker."""
+
+    def __init__(
+        self,
+        output_topic: str,
+        dlq_topic: str,
+        worker_id: str,
+        *,
+        include_scores: bool = False,
+        max_payload_bytes: int = 256 * 1024,
+    ) -> None:
+        self.output_topic = output_topic
+        self.dlq_topic = dlq_topic
+        self.worker_id = worker_id
+        self.include_scores = include_scores
+        self.max_payload_bytes = max_payload_bytes
+
+    def prediction(
+        self, item: Item, row: np.ndarray, model: Model, classified_at: datetime
+    ) -> Outgoing:
+        assert item.article is not None, "only a decoded article is predicted"
+        labels = [
+            LabelScore(name=name, score=min(1.0, max(0.0, float(score))))
+            for name, score in model.decide(row)
+        ]
+        scores = (
+            {name: float(value) for name, value in zip(model.labels, row, strict=True)}
+            if self.include_scores
+            else None
+        )
+        prediction = Prediction(
+            article_id=item.article.id,
+            labels=labels,
+            scores=scores,
+            model_version=model.version,
+            worker_id=self.worker_id,
+            received_at=item.origin.received_at,
+            classified_at=classified_at,
+            source=item.origin.ref(),
+        )
+        return Outgoing(
+            self.output_topic,
+            item.article.id.encode(),
+            prediction.model_dump_json().encode(),
+            item.origin,
+        )
+
+    def dead_letter(
+        self,
+        origin: Origin,
+        kind: ErrorKind,
+        message: str,
+        payload: bytes,
+        *,
+        keep_key: bool = True,
+    ) -> Outgoing:
+        note = ""
+        if len(payload) > self.max_payload_bytes:
+            note = f" (payload cut to its first {self.max_payload_bytes} of {len(payload)} bytes)"
+            payload = payload[: self.max_payload_bytes]
+        key = origin.key if keep_key else None
+        letter = DeadLetter(
+            payload=payload,
+            key=key,
+            error_kind=kind,
+            error_message=(message or kind)[: MAX_ERROR_CHARS - len(note)] + note,
+            source=origin.ref(),
+            worker_id=self.worker_id,
+            failed_at=datetime.now(UTC),
+        )
+        return Outgoing(
+            self.dlq_topic, key, letter.model_dump_json().encode(), origin, error_kind=kind
+        )
+
+    def rejected(self, item: Item) -> Outgoing:
+        assert item.rejection is not None, "only a rejected item becomes a dead letter"
+        rejection = item.rejection
+        return self.dead_letter(item.origin, rejection.kind, rejection.message, item.payload)
+
+    def unpublishable(self, out: Outgoing, exc: Exception) -> Outgoing:
+        """A bare dead letter (no payload, no key) for a result the client refused to send."""
+        return self.dead_letter(
+            out.origin,
+            "internal",
+            f"result could not be published: {type(exc).__name__}: {exc}",
+            b"",
+            keep_key=False,
+        )
+
+    def failed(self, item: Item, exc: Exception) -> Outgoing:
+        """A dead letter for an article the model failed on alone."""
+        return self.dead_letter(
+            item.origin, "inference", f"{type(exc).__name__}: {exc}", item.payload
+        )

@@ -1,0 +1,112 @@
+"""Settings of the streaming worker (``TAGSTREAM_WORKER_*``).
+
+Kafka and Redis connections are :class:`common.settings.KafkaSettings` and
+:class:`common.settings.RedisSettings`; this class holds what the worker does with them.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings
+
+from common.settings import settings_config
+from schemas import DEFAULT_MAX_BODY_BYTES
+
+ProcessingGuarantee = Literal["at_least_once", "exactly_once"]
+Device = Literal["auto", "cpu", "cuda"]
+
+
+class WorkerSettings(BaseSettings):
+    """One worker process: topics, group, batching, delivery guarantee, model, observability."""
+
+    model_config = settings_config("TAGSTREAM_WORKER_")
+
+    # -- topics and group -------------------------------------------------------------------
+    input_topic: str = Field(default="articles", min_length=1)
+    output_topic: str = Field(default="articles.predictions", min_length=1)
+    dlq_topic: str = Field(default="articles.dlq", min_length=1)
+    group_id: str = Field(default="tagstream-workers", min_length=1)
+    worker_id: str | None = Field(default=None, min_length=1, max_length=200)
+    """Names this worker in results and in its transactional id; see :meth:`resolved_worker_id`."""
+    group_instance_id: str | None = Field(default=None, min_length=1)
+    """Static membership: a restart within ``session_timeout_ms`` keeps the assignment."""
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+
+    # -- delivery ---------------------------------------------------------------------------
+    processing_guarantee: ProcessingGuarantee = "at_least_once"
+    commit_interval_ms: int = Field(default=1000, ge=10, le=600_000)
+    """At-least-once: commit acknowledged offsets at least this often..."""
+    commit_every_messages: int = Field(default=5000, ge=1)
+    """...or as soon as this many more messages are acknowledged."""
+    transactional_id_prefix: str = Field(default="tagstream-worker", min_length=1)
+    dlq_max_payload_bytes: int = Field(default=256 * 1024, ge=0)
+    """A dead letter keeps at most this much of the original message (base64 grows it 4/3)."""
+
+    # -- batching ---------------------------------------------------------------------------
+    max_batch_size: int = Field(default=64, ge=1, le=65_536)
+    max_batch_tokens: int = Field(default=32_768, ge=1)
+    """Padded tokens (longest article x articles) at which a batch closes."""
+    max_wait_ms: float = Field(default=20.0, ge=0, le=60_000)
+    bucket_size: int = Field(default=64, ge=1)
+    """On CPU a batch is run in buckets of similar lengths, at most this many articles each."""
+    max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, ge=1)
+
+    # -- the loop and its queues ------------------------------------------------------------
+    max_poll_records: int = Field(default=500, ge=1)
+    poll_timeout_ms: int = Field(default=100, ge=1, le=10_000)
+    intake_chunks: int = Field(default=4, ge=1)
+    """Polled chunks (of up to ``max_poll_records``) waiting for decoding; full -> pause."""
+    batch_queue: int = Field(default=2, ge=1)
+    """Encoded batches waiting for inference; full -> the assembler waits, intake fills."""
+    max_poll_interval_ms: int = Field(default=300_000, ge=1000)
+    session_timeout_ms: int = Field(default=45_000, ge=1000)
+    heartbeat_interval_ms: int = Field(default=3000, ge=100)
+    drain_timeout_s: float = Field(default=30.0, gt=0)
+    """At shutdown: how long in-flight batches may take to be published and committed."""
+    revoke_timeout_s: float = Field(default=10.0, gt=0)
+    """On revocation: how long to wait for in-flight work before discarding it."""
+    producer_linger_ms: int = Field(default=5, ge=0)
+
+    # -- model ------------------------------------------------------------------------------
+    model_alias: Literal["production", "canary"] = "production"
+    model_path: Path | None = None
+    """Serve this artifact file instead of the registry alias (no hot swap)."""
+    hot_swap: bool = True
+    device: Device = "auto"
+    threads: int = Field(default=1, ge=1, le=256)
+    include_scores: bool = False
+    """Put every label's score in each prediction, not only the labels that passed."""
+
+    # -- observability ----------------------------------------------------------------------
+    metrics_port: int | None = Field(default=9400, ge=0, le=65_535)
+    """``/metrics``, ``/healthz``, ``/readyz``; 0 picks a free port, unset turns it off."""
+    metrics_host: str = "127.0.0.1"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @model_validator(mode="after")
+    def _heartbeat_below_session(self) -> WorkerSettings:
+        if self.heartbeat_interval_ms * 3 > self.session_timeout_ms:
+            raise ValueError("heartbeat_interval_ms must be at most a third of session_timeout_ms")
+        if self.revoke_timeout_s * 1000 >= self.session_timeout_ms:
+            raise ValueError("revoke_timeout_s must be shorter than session_timeout_ms")
+        return self
+
+    @property
+    def exactly_once(self) -> bool:
+        return self.processing_guarantee == "exactly_once"
+
+    def resolved_worker_id(self) -> str:
+        """``worker_id``, else ``group_instance_id``, else ``{hostname}-{pid}``.
+
+        A stable id (set one per slot, ``--processes`` does) keeps the transactional id
+        stable across restarts, so a restarted worker fences its predecessor at once.
+        """
+        return self.worker_id or self.group_instance_id or f"{socket.gethostname()}-{os.getpid()}"
+
+    def transactional_id(self) -> str:
+        return f"{self.transactional_id_prefix}.{self.group_id}.{self.resolved_worker_id()}"
