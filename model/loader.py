@@ -78,8 +78,22 @@ class ModelLoader:
         return model
 
     def load_version(self, version: int) -> LoadedModel:
-        """The model with this version number (Redis needed unless the bytes are cached)."""
-        return self._materialise(self.registry.manifest(version))
+        """The model with this version number (Redis needed unless the bytes are cached).
+
+        Aliases that point at ``version`` now are remembered too, so a worker that swapped
+        to it on an alias change restarts on it while Redis is away.
+        """
+        model = self._materialise(self.registry.manifest(version))
+        for alias in self._aliases_at(version):
+            self.cache.remember(self.registry.keys.namespace, alias, model.manifest)
+        return model
+
+    def _aliases_at(self, version: int) -> list[str]:
+        try:
+            aliases = self.registry.aliases()
+        except RegistryError:
+            return []
+        return [alias for alias, held in aliases.items() if held == version]
 
     def _materialise(self, manifest: ModelManifest) -> LoadedModel:
         assert manifest.artifact_sha256 is not None and manifest.version is not None

@@ -68,6 +68,26 @@ def test_a_restarted_worker_serves_its_last_model_while_redis_is_down(
     assert (model.version, model.data, model.source) == (version, data, "cache")
 
 
+def test_a_worker_that_swapped_by_version_restarts_on_the_new_model_while_redis_is_down(
+    private_redis: Callable[..., RedisServer],
+    registry_settings: RegistrySettings,
+    manifest: ModelManifest,
+) -> None:
+    server = private_redis()
+    settings = RedisSettings(url=server.url, namespace="swapped", socket_timeout_s=0.5)
+    with ModelLoader.from_settings(settings, registry_settings) as worker:
+        first = worker.registry.publish(b"first", manifest)
+        worker.registry.promote(first)
+        worker.load()
+        second = worker.registry.publish(b"second", manifest)
+        worker.registry.promote(second)
+        worker.load_version(second)  # what a worker does when the watcher reports the change
+    server.stop()
+    with ModelLoader.from_settings(settings, registry_settings) as restarted:
+        model = restarted.load()
+    assert (model.version, model.data, model.source) == (second, b"second", "cache")
+
+
 def test_without_redis_or_a_cached_model_loading_fails_as_retriable(
     private_redis: Callable[..., RedisServer],
     registry_settings: RegistrySettings,
