@@ -77,14 +77,8 @@ class Classifier:
 
     def scores(self, token_ids: Sequence[Sequence[int]]) -> npt.NDArray[np.float32]:
         """Sigmoid scores ``[n, n_labels]`` in input order, the same in any batch."""
-        out = np.zeros((len(token_ids), len(self.labels)), dtype=np.float32)
-        if not token_ids:
-            return out
         sequences = [self._checked(ids) for ids in token_ids]
-        with torch.inference_mode():
-            for indices in self._groups(sequences):
-                out[indices] = self._score_group([sequences[i] for i in indices])
-        return out
+        return network_scores(self.network, sequences, device=self.device, strategy=self._strategy)
 
     def decide(self, scores_row: npt.ArrayLike) -> list[tuple[str, float]]:
         """Labels whose score reaches their threshold, best first (and the top label when
@@ -109,17 +103,27 @@ class Classifier:
             raise ModelError(f"token ids must be in [0, {self.artifact.config.vocab_size})")
         return sequence
 
-    def _groups(self, sequences: list[list[int]]) -> Iterator[list[int]]:
-        if self._strategy != "bucketed":
-            yield list(range(len(sequences)))
-            return
-        yield from length_buckets([len(s) for s in sequences])
 
-    def _score_group(self, sequences: list[list[int]]) -> npt.NDArray[np.float32]:
-        ids, lengths = pad(sequences)
-        logits = self.network(ids.to(self.device), lengths, packed=self._strategy == "packed")
-        result: npt.NDArray[np.float32] = torch.sigmoid(logits).float().cpu().numpy()
-        return result
+def network_scores(
+    network: BiLSTMClassifier,
+    sequences: Sequence[Sequence[int]],
+    *,
+    device: torch.device,
+    strategy: Strategy = "bucketed",
+) -> npt.NDArray[np.float32]:
+    """Sigmoid scores of valid, non-empty id sequences, in input order (network in eval mode)."""
+    out = np.zeros((len(sequences), network.config.n_labels), dtype=np.float32)
+    groups = (
+        length_buckets([len(s) for s in sequences])
+        if strategy == "bucketed"
+        else iter([list(range(len(sequences)))] if sequences else [])
+    )
+    with torch.inference_mode():
+        for indices in groups:
+            ids, lengths = pad([sequences[i] for i in indices])
+            logits = network(ids.to(device), lengths, packed=strategy == "packed")
+            out[indices] = torch.sigmoid(logits).float().cpu().numpy()
+    return out
 
 
 def length_buckets(

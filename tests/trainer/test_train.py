@@ -1,0 +1,165 @@
+"""Offline training on synthetic data: a usable artifact, checkpoints, resume, batching."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from model.artifact import Artifact, sha256_hex
+from model.encoder import TextEncoder
+from model.inference import Classifier
+from model.toy import synthetic_articles
+from schemas import LabelledArticle
+from trainer import checkpoint
+from trainer.data import batch_plan, encode_split, epoch_batches, label_matrix, padded_tokens
+from trainer.errors import TrainerError
+from trainer.evaluate import evaluate_artifact
+from trainer.profiles import TrainingProfile, profile
+from trainer.train import RunOptions, train_model
+
+Splits = tuple[list[LabelledArticle], list[LabelledArticle], list[LabelledArticle]]
+LABELS = ["earn", "acq", "crude", "grain"]
+TINY = TrainingProfile(
+    name="tiny",
+    max_tokens=64,
+    embedding_dim=16,
+    hidden_size=16,
+    batch_size=16,
+    learning_rate=1e-2,
+    max_epochs=4,
+    patience=4,
+    max_seconds=60,
+    glove=False,
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def data() -> Splits:
+    return (
+        synthetic_articles(LABELS, 240, seed=1),
+        synthetic_articles(LABELS, 60, seed=2),
+        synthetic_articles(LABELS, 60, seed=3),
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(data: Splits) -> tuple[Artifact, dict[str, float]]:
+    train, validation, _ = data
+    return train_model(train, validation, LABELS, TINY, RunOptions(device="cpu"))
+
+
+def test_training_learns_the_synthetic_labels(
+    trained: tuple[Artifact, dict[str, float]], data: Splits
+) -> None:
+    artifact, metrics = trained
+    assert metrics["validation_micro_f1"] > 0.8
+    assert evaluate_artifact(artifact, data[2], LABELS)["micro_f1"] > 0.8
+
+
+def test_artifact_records_thresholds_rule_and_training_summary(
+    trained: tuple[Artifact, dict[str, float]],
+) -> None:
+    artifact, metrics = trained
+    manifest = artifact.manifest
+    assert manifest.labels == LABELS
+    assert len(manifest.thresholds) == len(LABELS)
+    assert all(0 < t < 1 for t in manifest.thresholds)
+    assert "at_least_one_label" in manifest.hyperparameters
+    assert manifest.training_data.train_documents == 240
+    assert manifest.metrics["validation_micro_f1"] == metrics["validation_micro_f1"]
+    data = artifact.to_bytes()
+    again = Classifier.from_artifact(
+        Artifact.from_bytes(data, sha256_hex(data)), version=1, device="cpu"
+    )
+    assert again.decide(again.scores(again.encode(["earn earnx earny profit"]))[0])
+
+
+def test_resume_continues_from_the_checkpoint_to_the_same_weights(
+    tmp_path: Path, data: Splits
+) -> None:
+    """Two epochs with a checkpoint, then --resume to four == four epochs in one go."""
+    train, validation, _ = data
+    settings = TINY.with_overrides(max_epochs=4)
+    straight, _ = train_model(train, validation, LABELS, settings, RunOptions(device="cpu"))
+    train_model(
+        train,
+        validation,
+        LABELS,
+        settings.with_overrides(max_epochs=2),
+        RunOptions(device="cpu", checkpoint_dir=tmp_path),
+    )
+    resumed, metrics = train_model(
+        train,
+        validation,
+        LABELS,
+        settings,
+        RunOptions(device="cpu", checkpoint_dir=tmp_path, resume=True),
+    )
+    assert metrics["epochs"] == 4
+    for name, tensor in straight.state.items():
+        assert torch.equal(resumed.state[name], tensor), name
+    assert resumed.manifest.thresholds == straight.manifest.thresholds
+
+
+def test_resume_refuses_a_checkpoint_of_other_settings(tmp_path: Path, data: Splits) -> None:
+    train, validation, _ = data
+    train_model(
+        train,
+        validation,
+        LABELS,
+        TINY.with_overrides(max_epochs=1),
+        RunOptions(device="cpu", checkpoint_dir=tmp_path),
+    )
+    assert (tmp_path / checkpoint.FILENAME).is_file()
+    with pytest.raises(TrainerError, match="other data or settings"):
+        train_model(
+            train,
+            validation,
+            LABELS,
+            TINY.with_overrides(hidden_size=8),
+            RunOptions(device="cpu", checkpoint_dir=tmp_path, resume=True),
+        )
+
+
+def test_batches_cover_each_example_once_with_similar_lengths() -> None:
+    lengths = list(np.random.default_rng(0).integers(1, 300, size=500))
+    plan = batch_plan(lengths, 16, np.random.default_rng(1))
+    assert sorted(i for b in plan for i in b) == list(range(500))
+    shuffled = [list(range(i, min(i + 16, 500))) for i in range(0, 500, 16)]
+    assert padded_tokens(plan, lengths) < 0.6 * padded_tokens(shuffled, lengths)
+
+
+def test_ranks_split_the_batches_evenly_and_disjointly(data: Splits) -> None:
+    train = data[0]
+    encoder = TextEncoder.train([a.text for a in train], min_frequency=1)
+    split = encode_split(encoder, train, LABELS)
+    ranks = [list(epoch_batches(split, 16, seed=0, epoch=1, rank=r, world_size=2)) for r in (0, 1)]
+    assert len(ranks[0]) == len(ranks[1]) > 0
+    assert sum(len(b.lengths) for r in ranks for b in r) <= len(train)
+
+
+def test_label_matrix_ignores_unknown_labels(data: Splits) -> None:
+    matrix = label_matrix(data[0][:5], ["earn"])
+    assert matrix.shape == (5, 1)
+    assert set(np.unique(matrix)) <= {0.0, 1.0}
+
+
+def test_unknown_profile_and_empty_data_are_trainer_errors() -> None:
+    with pytest.raises(TrainerError):
+        profile("huge")
+    with pytest.raises(TrainerError):
+        train_model([], [], LABELS, TINY)
+    with pytest.raises(TrainerError):
+        TINY.with_overrides(colour="red")

