@@ -20,7 +20,9 @@ def admin_client(settings: KafkaSettings, *, timeout_s: float = 10.0) -> Iterato
     """A connected admin client, closed on exit."""
     try:
         client = KafkaAdminClient(
-            **settings.client_config(), request_timeout_ms=int(timeout_s * 1000)
+            **settings.client_config(),
+            request_timeout_ms=int(timeout_s * 1000),
+            bootstrap_timeout_ms=int(timeout_s * 1000),
         )
     except KafkaError as exc:
         raise StackError(f"Kafka at {settings.bootstrap} is not reachable: {exc}") from exc

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import typer
 
 from common.errors import TagstreamError
+from common.logging import configure
 
 app = typer.Typer(
     name="tagstream",
@@ -43,6 +45,7 @@ for _name, _module in SUBCOMMANDS.items():
 
 def main() -> None:
     """Entry point: a TagstreamError ends the command with its one-line message."""
+    configure(os.environ.get("TAGSTREAM_LOG_LEVEL", "INFO"))
     try:
         app()
     except TagstreamError as exc:

@@ -17,6 +17,7 @@ import base64
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -27,10 +28,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import redis
+from kafka.admin import ScramMechanism, UserScramCredentialUpsertion
 from pydantic_settings import BaseSettings
 
 from common.errors import StackError
-from common.kafka import wait_until_ready
+from common.kafka import admin_client, wait_until_ready
 from common.paths import cache_dir
 from common.settings import KafkaSettings, settings_config
 
@@ -38,6 +40,7 @@ KAFKA_VERSION = "4.3.1"
 POM = Path(__file__).resolve().parent.parent / "deploy" / "local" / "kafka" / "pom.xml"
 LOG4J_CONFIG = POM.with_name("log4j2.properties")
 HOST = "127.0.0.1"
+SASL_USER = "tagstream"
 
 
 class StackSettings(BaseSettings):
@@ -65,10 +68,16 @@ class StackState:
     controller_port: int
     redis_pid: int
     redis_port: int
+    sasl_port: int = 0
+    """A second Kafka listener that requires SASL/SCRAM-SHA-512 (see :func:`sasl_credentials`)."""
 
     @property
     def kafka_bootstrap(self) -> str:
         return f"{HOST}:{self.kafka_port}"
+
+    @property
+    def kafka_sasl_bootstrap(self) -> str:
+        return f"{HOST}:{self.sasl_port}"
 
     @property
     def redis_url(self) -> str:
@@ -139,10 +148,31 @@ class LocalStack:
         state = self._start()
         try:
             self.wait_ready(state)
+            self._create_sasl_user(state)
         except StackError:
             self.down()
             raise
         return state, True
+
+    def sasl_credentials(self) -> tuple[str, str]:
+        """User and password of the SASL listener (made on first use, kept in the stack dir)."""
+        path = self.dir / "sasl.json"
+        if not path.is_file():
+            self.dir.mkdir(parents=True, exist_ok=True)
+            scratch = path.with_suffix(".tmp")
+            scratch.touch(mode=0o600)
+            scratch.write_text(
+                json.dumps({"username": SASL_USER, "password": secrets.token_urlsafe(18)})
+            )
+            scratch.replace(path)
+        saved = json.loads(path.read_text())
+        return saved["username"], saved["password"]
+
+    def _create_sasl_user(self, state: StackState) -> None:
+        user, password = self.sasl_credentials()
+        upsert = UserScramCredentialUpsertion(user, ScramMechanism.SCRAM_SHA_512, password)
+        with admin_client(KafkaSettings(bootstrap=state.kafka_bootstrap)) as admin:
+            admin.alter_user_scram_credentials([upsert])
 
     def down(self) -> bool:
         """Stop both servers and wait until they are gone; returns whether any ran."""
@@ -160,7 +190,7 @@ class LocalStack:
     def start_kafka(self) -> StackState:
         """Restart the broker on its old ports after ``stop_kafka``."""
         state = self._require_state()
-        kafka_pid = self._spawn_kafka(state.kafka_port, state.controller_port)
+        kafka_pid = self._spawn_kafka(state.kafka_port, state.controller_port, state.sasl_port)
         state = StackState(**{**asdict(state), "kafka_pid": kafka_pid})
         self._write_state(state)
         wait_until_ready(
@@ -198,18 +228,21 @@ class LocalStack:
         taken: set[int] = set()
         kafka_port = self.settings.kafka_port or _pick_port(previous.get("kafka_port"), taken)
         controller_port = _pick_port(previous.get("controller_port"), taken)
+        sasl_port = _pick_port(previous.get("sasl_port"), taken)
         redis_port = self.settings.redis_port or _pick_port(previous.get("redis_port"), taken)
         redis_pid = self._spawn_redis(redis_port)
-        kafka_pid = self._spawn_kafka(kafka_port, controller_port)
-        state = StackState(kafka_pid, kafka_port, controller_port, redis_pid, redis_port)
+        kafka_pid = self._spawn_kafka(kafka_port, controller_port, sasl_port)
+        state = StackState(kafka_pid, kafka_port, controller_port, redis_pid, redis_port, sasl_port)
         self._write_state(state)
         return state
 
-    def _spawn_kafka(self, port: int, controller_port: int) -> int:
+    def _spawn_kafka(self, port: int, controller_port: int, sasl_port: int) -> int:
         kafka_dir = self.dir / "kafka"
         kafka_dir.mkdir(parents=True, exist_ok=True)
         properties = kafka_dir / "server.properties"
-        properties.write_text(_server_properties(kafka_dir / "data", port, controller_port))
+        properties.write_text(
+            _server_properties(kafka_dir / "data", port, controller_port, sasl_port)
+        )
         java = [
             "java",
             f"-Xmx{self.settings.kafka_heap}",
@@ -275,16 +308,22 @@ class LocalStack:
         scratch.replace(self.state_file)
 
 
-def _server_properties(data_dir: Path, port: int, controller_port: int) -> str:
+def _server_properties(data_dir: Path, port: int, controller_port: int, sasl_port: int) -> str:
     settings = {
         "process.roles": "broker,controller",
         "node.id": "1",
         "controller.quorum.voters": f"1@{HOST}:{controller_port}",
-        "listeners": f"PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{controller_port}",
-        "advertised.listeners": f"PLAINTEXT://{HOST}:{port}",
+        "listeners": f"PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{controller_port},"
+        f"SASL_PLAINTEXT://{HOST}:{sasl_port}",
+        "advertised.listeners": f"PLAINTEXT://{HOST}:{port},SASL_PLAINTEXT://{HOST}:{sasl_port}",
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,"
+        "SASL_PLAINTEXT:SASL_PLAINTEXT",
+        "sasl.enabled.mechanisms": "SCRAM-SHA-512",
+        "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config": (
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        ),
         "log.dirs": str(data_dir),
         "num.partitions": "1",
         "auto.create.topics.enable": "false",

@@ -10,7 +10,10 @@ from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
+from kafka.errors import KafkaError
 
+from common.errors import StackError
+from common.kafka import admin_client
 from common.settings import KafkaSettings
 from tagstream.stack import LocalStack, StackSettings, _alive
 
@@ -82,3 +85,25 @@ def test_cli_starts_once_reports_and_stops_leaving_nothing(tmp_path: Path) -> No
     assert down.returncode == 0, down.stderr
     assert not _alive(state.kafka_pid) and not _alive(state.redis_pid)
     assert cli("status").returncode == 1
+
+
+def test_the_sasl_listener_takes_scram_credentials_and_refuses_wrong_ones(stack) -> None:
+    assert stack.local is not None, "needs the stack this session started"
+    state = stack.local.status()
+    user, password = stack.local.sasl_credentials()
+
+    def sasl(secret: str) -> KafkaSettings:
+        return KafkaSettings(
+            bootstrap=state.kafka_sasl_bootstrap,
+            security_protocol="SASL_PLAINTEXT",
+            sasl_username=user,
+            sasl_password=secret,
+        )
+
+    with admin_client(sasl(password)) as admin:
+        assert isinstance(admin.list_topics(), list)
+    with (
+        pytest.raises((KafkaError, StackError)),
+        admin_client(sasl("wrong-" + password), timeout_s=5) as admin,
+    ):
+        admin.list_topics()
