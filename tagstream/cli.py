@@ -1,8 +1,7 @@
-"""``tagstream``: one typer app; each service contributes a sub-app from ``tagstream.commands``."""
+"""``tagstream``: one typer app; each part contributes its commands from ``tagstream.commands``."""
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 
@@ -10,6 +9,17 @@ import typer
 
 from common.errors import TagstreamError
 from common.logging import configure
+from tagstream.commands import (
+    data,
+    demo,
+    models,
+    produce,
+    schemas,
+    stack,
+    trainer,
+    trainer_service,
+    worker,
+)
 
 app = typer.Typer(
     name="tagstream",
@@ -19,28 +29,15 @@ app = typer.Typer(
     add_completion=False,
 )
 
-SUBCOMMANDS = {
-    "stack": "tagstream.commands.stack",
-    "data": "tagstream.commands.data",
-    "schemas": "tagstream.commands.schemas",
-    "models": "tagstream.commands.models",
-    "trainer": "tagstream.commands.trainer",
-    "worker": "tagstream.commands.worker",
-    "produce": "tagstream.commands.produce",
-    "demo": "tagstream.commands.demo",
-}
-
-for _name, _module in SUBCOMMANDS.items():
-    try:
-        _commands = importlib.import_module(_module)
-    except ModuleNotFoundError as _exc:  # a service still being built is simply absent
-        if _exc.name != _module:
-            raise
-        continue
-    if hasattr(_commands, "app"):
-        app.add_typer(_commands.app, name=_name)
-    else:  # a module with a single command exposes it as ``command``
-        app.command(name=_name)(_commands.command)
+app.add_typer(stack.app, name="stack")
+app.add_typer(data.app, name="data")
+app.add_typer(schemas.app, name="schemas")
+app.add_typer(models.app, name="models")
+app.add_typer(trainer.app, name="trainer")
+trainer_service.register(trainer.app)
+app.add_typer(worker.app, name="worker")
+app.command(name="produce")(produce.command)
+app.command(name="demo")(demo.command)
 
 
 def main() -> None:
