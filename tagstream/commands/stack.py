@@ -18,8 +18,10 @@ def _stack() -> local.LocalStack:
 
 def _print_urls(state: local.StackState) -> None:
     if state.sasl_port:
-        typer.echo(f"KAFKA_SASL_BOOTSTRAP={state.kafka_sasl_bootstrap} (SASL_PLAINTEXT, "
-                   f"SCRAM-SHA-512, user {local.SASL_USER}, password in the stack's sasl.json)")
+        typer.echo(
+            f"KAFKA_SASL_BOOTSTRAP={state.kafka_sasl_bootstrap} (SASL_PLAINTEXT, "
+            f"SCRAM-SHA-512, user {local.SASL_USER}, password in the stack's sasl.json)"
+        )
     typer.echo(f"KAFKA_BOOTSTRAP={state.kafka_bootstrap}")
     typer.echo(f"REDIS_URL={state.redis_url}")
 

@@ -50,7 +50,7 @@ def serve() -> None:
 
 
 def run_once_command() -> None:
-    """Store what the labelled topic holds now, run one training cycle, and exit (non-zero on failure)."""
+    """Store what the labelled topic holds now, run one training cycle, exit non-zero on failure."""
     result = run_once(_service())
     typer.echo(
         f"{'promoted' if result.promoted else 'not promoted'}: {result.reason}"

@@ -36,7 +36,7 @@ def run(
 def main() -> None:
     """``python -m worker``: one worker; a TagstreamError ends it with its one-line message."""
     try:
-        app(["run"], standalone_mode=True)
+        run(processes=1)
     except TagstreamError as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         sys.exit(2)
