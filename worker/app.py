@@ -16,16 +16,19 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from types import FrameType, TracebackType
 from typing import Any, Self
 
 import structlog
 
+from common.kafka import admin_client
 from common.logging import get_logger
 from common.settings import KafkaSettings, RedisSettings
 from model.settings import RegistrySettings
 from worker.consumer import KafkaSource
+from worker.errors import WorkerError
 from worker.health import HealthServer
 from worker.inference import Scorer, resolve_device
 from worker.metrics import Metrics
@@ -39,17 +42,12 @@ log = get_logger("worker.app")
 
 
 class Signals:
-    """SIGTERM/SIGINT: the first sets :attr:`stop` (and calls the hooks), a second exits now."""
+    """SIGTERM/SIGINT: the first calls ``stop`` (a graceful drain), a second exits now."""
 
-    def __init__(self) -> None:
-        self.stop = threading.Event()
-        self._hooks: list[Any] = []
+    def __init__(self, stop: Callable[[], None]) -> None:
+        self._stop = stop
+        self._seen = False
         self._previous: dict[int, Any] = {}
-
-    def on_stop(self, hook: Any) -> None:
-        self._hooks.append(hook)
-        if self.stop.is_set():
-            hook()
 
     def __enter__(self) -> Self:
         if threading.current_thread() is threading.main_thread():
@@ -65,13 +63,12 @@ class Signals:
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
-        if self.stop.is_set():
+        if self._seen:
             log.warning("second signal: exiting now", signal=name)
             os._exit(128 + signum)
+        self._seen = True
         log.info("signal: draining, a second one exits at once", signal=name)
-        self.stop.set()
-        for hook in self._hooks:
-            hook()
+        self._stop()
 
 
 class Worker:
@@ -93,7 +90,14 @@ class Worker:
         self.slot = ModelSlot(self.metrics)
         self.pipeline: Pipeline | None = None
         self.health_port: int | None = None
+        self.stopping = threading.Event()
         self._started = time.monotonic()
+
+    def stop(self) -> None:
+        """Drain and stop (what the first SIGTERM/SIGINT does); safe from any thread."""
+        self.stopping.set()
+        if self.pipeline is not None:
+            self.pipeline.stop()
 
     def run(self) -> None:
         structlog.contextvars.bind_contextvars(worker_id=self.worker_id)
@@ -111,7 +115,7 @@ class Worker:
             log.info("worker stopped", **self.summary())
 
     def _run(self, stack: ExitStack) -> None:
-        signals = stack.enter_context(Signals())
+        stack.enter_context(Signals(self.stop))
         if self.settings.metrics_port is not None:
             health = stack.enter_context(
                 HealthServer(
@@ -126,7 +130,7 @@ class Worker:
             log.info("health and metrics listening", port=health.port)
         models = open_models(self.settings, self.redis, self.registry)
         stack.callback(models.close)
-        model = first_model(models, signals.stop)
+        model = first_model(models, self.stopping)
         if model is None:
             return
         self.slot.install(model)
@@ -135,6 +139,7 @@ class Worker:
             swapper.start()
             stack.callback(swapper.stop)
             models.watch(swapper)
+        check_topics(self.kafka, self.settings)
         sink = KafkaSink(self.kafka, self.settings, self.worker_id)
         stack.callback(sink.close, 10.0)
         source = KafkaSource(self.kafka, self.settings, self.worker_id)
@@ -148,7 +153,8 @@ class Worker:
             scorer=self.scorer(),
             worker_id=self.worker_id,
         )
-        signals.on_stop(self.pipeline.stop)
+        if self.stopping.is_set():
+            return
         self.pipeline.run()
 
     def scorer(self) -> Scorer:
@@ -190,6 +196,18 @@ class Worker:
             "model_version": self.slot.version,
             "uptime_s": round(time.monotonic() - self._started, 1),
         }
+
+
+def check_topics(kafka: KafkaSettings, settings: WorkerSettings) -> None:
+    """Fail at start, with the names, when a topic the worker needs does not exist."""
+    wanted = {settings.input_topic, settings.output_topic, settings.dlq_topic}
+    with admin_client(kafka) as admin:
+        missing = wanted - set(admin.list_topics())
+    if missing:
+        raise WorkerError(
+            f"topics missing on {kafka.bootstrap}: {', '.join(sorted(missing))}; "
+            "create them first (the broker does not auto-create topics)"
+        )
 
 
 def total(metric: Any) -> int:

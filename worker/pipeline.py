@@ -27,6 +27,7 @@ polling (partitions paused) and committing until everything is acknowledged or
 
 from __future__ import annotations
 
+import contextvars
 import queue
 import threading
 import time
@@ -34,6 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import structlog
 from kafka.errors import KafkaError
 
 from common.logging import get_logger
@@ -65,10 +67,17 @@ class Stage:
 
     def __post_init__(self) -> None:
         self.thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self.context: contextvars.Context | None = None
+
+    def start(self) -> None:
+        """Start the thread with a copy of the caller's log context (worker id and so on)."""
+        self.context = contextvars.copy_context()
+        self.thread.start()
 
     def _run(self) -> None:
         try:
-            self.target()
+            assert self.context is not None
+            self.context.run(self.target)
         except BaseException as exc:
             self.failure = exc
             log.exception("stage failed", stage=self.name)
@@ -98,6 +107,7 @@ class Pipeline:
         self.intake: Intake = queue.Queue()
         self.batches: Batches = queue.Queue(maxsize=settings.batch_queue)
         self._resume: dict[TopicPartition, int] = {}
+        self._log_context: dict[str, object] = {}
         self._last_commit = time.monotonic()
         self._acked_at_commit = 0
         self._last_lag = 0.0
@@ -140,9 +150,10 @@ class Pipeline:
 
     def run(self) -> None:
         """Consume until stopped; raises what a stage died of."""
+        self._log_context = structlog.contextvars.get_contextvars()
         self.source.subscribe(self.settings.input_topic, self)
         for stage in self.stages:
-            stage.thread.start()
+            stage.start()
         try:
             while not self.stopping.is_set():
                 self.step()
@@ -281,6 +292,10 @@ class Pipeline:
 
     # -- rebalance handler (kafka-python's IO thread, poll thread blocked in poll) ----------
     def on_revoked(self, partitions: set[TopicPartition]) -> None:
+        with structlog.contextvars.bound_contextvars(**self._log_context):
+            self._on_revoked(partitions)
+
+    def _on_revoked(self, partitions: set[TopicPartition]) -> None:
         self.metrics.rebalances.labels("revoked").inc(len(partitions))
         drained = self.tracker.wait_drained(partitions, self.settings.revoke_timeout_s)
         left = self.tracker.outstanding(partitions)
@@ -301,6 +316,10 @@ class Pipeline:
         )
 
     def on_lost(self, partitions: set[TopicPartition]) -> None:
+        with structlog.contextvars.bound_contextvars(**self._log_context):
+            self._on_lost(partitions)
+
+    def _on_lost(self, partitions: set[TopicPartition]) -> None:
         self.metrics.rebalances.labels("lost").inc(len(partitions))
         left = self.tracker.outstanding(partitions)
         self._resume.update(self.tracker.drop(partitions))
@@ -310,6 +329,10 @@ class Pipeline:
         )
 
     def on_assigned(self, partitions: set[TopicPartition]) -> None:
+        with structlog.contextvars.bound_contextvars(**self._log_context):
+            self._on_assigned(partitions)
+
+    def _on_assigned(self, partitions: set[TopicPartition]) -> None:
         self.metrics.rebalances.labels("assigned").inc(len(partitions))
         self.tracker.assign(partitions)
         for tp in partitions & self._resume.keys():

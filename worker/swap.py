@@ -10,6 +10,7 @@ logged and counted, and that version is not tried again.
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from collections.abc import Callable
 
@@ -60,6 +61,11 @@ class Swapper:
         self._thread = threading.Thread(target=self._run, name="model-swap", daemon=True)
 
     def start(self) -> None:
+        """Start the loader thread with a copy of the caller's log context."""
+        context = contextvars.copy_context()
+        self._thread = threading.Thread(
+            target=context.run, args=(self._run,), name="model-swap", daemon=True
+        )
         self._thread.start()
 
     def stop(self) -> None:

@@ -1,0 +1,413 @@
+"""The worker against the real Apache Kafka and Redis the project starts (tests/conftest.py).
+
+In-process workers (a thread running :class:`worker.app.Worker`) where the test needs the
+worker's metrics; real ``python -m worker`` processes where it needs signals, SIGKILL or
+several processes. Every test has its own topics and consumer group.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from common.settings import KafkaSettings, RedisSettings
+from model.registry import Registry
+from model.settings import RegistrySettings
+from model.toy import synthetic_articles, toy_artifact
+from schemas import Article
+from tests.worker.kafka_tools import (
+    TopicReader,
+    WorkerProcess,
+    committed_offsets,
+    produce,
+    wait_until,
+)
+from worker.app import Worker
+from worker.settings import WorkerSettings
+
+pytestmark = pytest.mark.integration
+
+LABELS = ("earn", "acq", "crude")
+FAST = {
+    "session_timeout_ms": "6000",
+    "heartbeat_interval_ms": "1000",
+    "commit_interval_ms": "200",
+    "max_wait_ms": "20",
+    "revoke_timeout_s": "5",
+    "metrics_port": "0",
+}
+
+
+@pytest.fixture(scope="session")
+def toy_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("model") / "toy.safetensors"
+    path.write_bytes(toy_artifact(LABELS).to_bytes())
+    return path
+
+
+@pytest.fixture
+def topics(topic_factory: Callable[..., str]) -> Callable[[int], dict[str, str]]:
+    def create(partitions: int) -> dict[str, str]:
+        return {
+            "input": topic_factory(partitions, "in"),
+            "output": topic_factory(3, "out"),
+            "dlq": topic_factory(1, "dlq"),
+        }
+
+    return create
+
+
+def articles(count: int, start: int = 0) -> list[tuple[bytes, bytes]]:
+    made = synthetic_articles(LABELS, count, seed=start, prefix="a")
+    return [
+        (
+            f"art-{start + i}".encode(),
+            Article(id=f"art-{start + i}", title=a.title, body=a.body).model_dump_json().encode(),
+        )
+        for i, a in enumerate(made)
+    ]
+
+
+def expected_ids(count: int, start: int = 0) -> Counter[str]:
+    return Counter(f"art-{i}" for i in range(start, start + count))
+
+
+def env_for(
+    service_env: dict[str, str], topics: dict[str, str], group: str, **settings: str
+) -> dict[str, str]:
+    values = (
+        FAST
+        | {
+            "input_topic": topics["input"],
+            "output_topic": topics["output"],
+            "dlq_topic": topics["dlq"],
+            "group_id": group,
+        }
+        | settings
+    )
+    return service_env | {f"TAGSTREAM_WORKER_{k.upper()}": v for k, v in values.items()}
+
+
+class InProcess:
+    """A Worker running in a thread of this test process."""
+
+    def __init__(
+        self, settings: WorkerSettings, kafka: KafkaSettings, redis: RedisSettings
+    ) -> None:
+        self.worker = Worker(settings, kafka, redis, RegistrySettings())
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.worker.run()
+        except BaseException as exc:
+            self.error = exc
+
+    def metric(self, name: str, **labels: str) -> float:
+        registry = self.worker.metrics.registry
+        return registry.get_sample_value(f"tagstream_worker_{name}", labels) or 0.0
+
+    def stop(self) -> None:
+        self.worker.stop()
+        self.thread.join(timeout=60)
+        assert not self.thread.is_alive(), "the worker did not stop"
+        if self.error is not None:
+            raise self.error
+
+
+def in_process(
+    topics: dict[str, str], group: str, kafka: KafkaSettings, redis: RedisSettings, **settings: Any
+) -> InProcess:
+    values = (
+        {k: v for k, v in FAST.items()}
+        | {
+            "input_topic": topics["input"],
+            "output_topic": topics["output"],
+            "dlq_topic": topics["dlq"],
+            "group_id": group,
+            "worker_id": f"w-{group}",
+        }
+        | settings
+    )
+    return InProcess(WorkerSettings(**values), kafka, redis)
+
+
+@pytest.fixture
+def reader(kafka_settings: KafkaSettings) -> Iterator[Callable[..., TopicReader]]:
+    readers: list[TopicReader] = []
+
+    def open_reader(topic: str) -> TopicReader:
+        readers.append(TopicReader(kafka_settings, topic))
+        return readers[-1]
+
+    yield open_reader
+    for r in readers:
+        r.close()
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    started: list[WorkerProcess] = []
+
+    def start(env: dict[str, str], name: str, command: list[str] | None = None) -> WorkerProcess:
+        started.append(WorkerProcess(env, tmp_path / f"{name}.log", command))
+        return started[-1]
+
+    yield start
+    for process in started:
+        process.close()
+        print(f"--- {process.log_path.name} (last lines) ---")  # shown when the test fails
+        print("\n".join(process.log_path.read_text(errors="replace").splitlines()[-40:]))
+
+
+def test_one_worker_predicts_2000_articles_each_exactly_once(
+    kafka_settings: KafkaSettings,
+    redis_settings: RedisSettings,
+    topics: Any,
+    group_id: str,
+    toy_model: Path,
+    reader: Callable[..., TopicReader],
+) -> None:
+    t = topics(3)
+    produce(kafka_settings, t["input"], articles(2000))
+    predictions = reader(t["output"])
+    worker = in_process(t, group_id, kafka_settings, redis_settings, model_path=toy_model)
+    try:
+        wait_until(lambda: len(predictions.ids()) == 2000, 120, "2000 predictions")
+        wait_until(
+            lambda: sum(committed_offsets(kafka_settings, group_id).values()) == 2000,
+            30,
+            "offsets committed to the end",
+        )
+    finally:
+        worker.stop()
+    assert predictions.ids() == expected_ids(2000)
+    one = predictions.snapshot()[0]
+    assert one["model_version"] == 1
+    assert {label["name"] for label in one["labels"]} <= set(LABELS)
+    assert worker.metric("predictions_published_total") == 2000
+    assert worker.metric("batch_articles_count") >= 2000 / 64
+
+
+def test_bad_messages_in_a_batch_go_to_the_dead_letter_topic_and_neighbours_are_predicted(
+    kafka_settings: KafkaSettings,
+    redis_settings: RedisSettings,
+    topics: Any,
+    group_id: str,
+    toy_model: Path,
+    reader: Callable[..., TopicReader],
+) -> None:
+    t = topics(1)
+    good = articles(40)
+    bad: dict[int, tuple[bytes | None, bytes | None]] = {
+        3: (b"k3", b"\xff\xfe not utf-8"),
+        9: (b"k9", b'{"id": null, "body": "x"}'),
+        10: (None, b'{"id": "x", "body": "' + b"w" * 300_000 + b'"}'),
+        17: (b"k17", None),
+        25: (b"k25", b'{"id": "e", "title": "", "body": ""}'),
+        31: (b"k31", b"[" * 10_000),
+    }
+    values = [bad.get(i, good[i]) for i in range(40)]
+    produce(kafka_settings, t["input"], values, partition=0)
+    predictions, letters = reader(t["output"]), reader(t["dlq"])
+    worker = in_process(t, group_id, kafka_settings, redis_settings, model_path=toy_model)
+    try:
+        wait_until(
+            lambda: len(predictions.ids()) + len(letters.snapshot()) == 40,
+            60,
+            "every message answered",
+        )
+        wait_until(
+            lambda: committed_offsets(kafka_settings, group_id) == {0: 40}, 30, "offsets committed"
+        )
+    finally:
+        worker.stop()
+    kinds = {d["source"]["offset"]: d["error_kind"] for d in letters.snapshot()}
+    assert kinds == {
+        3: "decode",
+        9: "validation",
+        10: "validation",
+        17: "decode",
+        25: "validation",
+        31: "decode",
+    }
+    assert predictions.ids() == Counter(f"art-{i}" for i in range(40) if i not in bad)
+    big = next(d for d in letters.snapshot() if d["source"]["offset"] == 10)
+    assert "over the limit" in big["error_message"]
+    assert "payload cut" in big["error_message"]
+
+
+def test_three_workers_split_six_partitions_and_together_predict_everything(
+    kafka_settings: KafkaSettings,
+    service_env: dict[str, str],
+    topics: Any,
+    group_id: str,
+    toy_model: Path,
+    reader: Callable[..., TopicReader],
+    processes: Callable[..., WorkerProcess],
+) -> None:
+    t = topics(6)
+    env = env_for(service_env, t, group_id, model_path=str(toy_model), worker_id="slot")
+    tagstream = [str(Path(sys.executable).parent / "tagstream")]
+    supervisor = processes(env, "supervisor", [*tagstream, "worker", "run", "--processes", "3"])
+
+    def split() -> dict[str, list[int]]:
+        assert supervisor.process.poll() is None, supervisor.log_path.read_text()[-3000:]
+        latest: dict[str, list[int]] = {}
+        for line in supervisor.events("partitions assigned"):
+            latest[line["worker_id"]] = line["partitions"]
+        return latest
+
+    wait_until(
+        lambda: sorted(len(p) for p in split().values()) == [2, 2, 2],
+        90,
+        "three workers with two partitions each",
+    )
+    produce(kafka_settings, t["input"], articles(1200))
+    predictions = reader(t["output"])
+    wait_until(lambda: len(predictions.ids()) == 1200, 120, "1200 predictions")
+    owners = {w: set(p) for w, p in split().items()}
+    assert sorted(owners) == ["slot-0", "slot-1", "slot-2"]
+    assert set().union(*owners.values()) == set(range(6))
+    for p in predictions.snapshot():
+        assert p["source"]["partition"] in owners[p["worker_id"]]
+    assert predictions.ids() == expected_ids(1200)
+    supervisor.signal(signal.SIGTERM)
+    assert supervisor.wait() == 0
+    assert len(supervisor.events("worker stopped")) == 3
+
+
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+def test_a_worker_killed_mid_stream_loses_nothing(
+    guarantee: str,
+    kafka_settings: KafkaSettings,
+    service_env: dict[str, str],
+    topics: Any,
+    group_id: str,
+    toy_model: Path,
+    reader: Callable[..., TopicReader],
+    processes: Callable[..., WorkerProcess],
+) -> None:
+    """SIGKILL after some predictions, restart: nothing missing; exactly-once (read with
+    read_committed) also nothing twice. Static membership lets the restart take over at once."""
+    t = topics(2)
+    env = env_for(
+        service_env,
+        t,
+        group_id,
+        model_path=str(toy_model),
+        worker_id="victim",
+        group_instance_id="victim",
+        processing_guarantee=guarantee,
+        max_batch_size="16",
+        commit_interval_ms="100",
+    )
+    total = 3000
+    produce(kafka_settings, t["input"], articles(total))
+    predictions = reader(t["output"])
+    first = processes(env, "first")
+    wait_until(lambda: len(predictions.ids()) >= 400, 90, "400 predictions before the kill")
+    first.kill()
+    killed_at = len(predictions.snapshot())
+    second = processes(env, "second")
+    wait_until(lambda: len(predictions.ids()) == total, 120, "every article predicted")
+    second.signal(signal.SIGTERM)
+    assert second.wait() == 0
+    counts = predictions.ids()
+    assert set(counts) == set(expected_ids(total))
+    duplicates = sum(counts.values()) - total
+    print(f"{guarantee}: killed after {killed_at} predictions; {duplicates} duplicates")
+    if guarantee == "exactly_once":
+        assert duplicates == 0
+
+
+def test_a_model_promoted_mid_stream_takes_over_and_a_broken_one_is_refused(
+    kafka_settings: KafkaSettings,
+    redis_settings: RedisSettings,
+    topics: Any,
+    group_id: str,
+    reader: Callable[..., TopicReader],
+) -> None:
+    t = topics(2)
+    registry = Registry.from_settings(redis_settings, RegistrySettings())
+    artifact = toy_artifact(LABELS)
+    first = registry.publish(artifact.to_bytes(), artifact.manifest)
+    registry.promote(first)
+    produce(kafka_settings, t["input"], articles(600))
+    predictions = reader(t["output"])
+    worker = in_process(t, group_id, kafka_settings, redis_settings)
+    try:
+        wait_until(lambda: len(predictions.ids()) >= 200, 60, "predictions by the first model")
+        broken = registry.publish(b"not a safetensors file", artifact.manifest)
+        registry.promote(broken)
+        wait_until(lambda: worker.metric("model_refusals_total") == 1, 30, "refusal counted")
+        assert worker.worker.slot.version == first
+        second_artifact = toy_artifact(LABELS, seed=7)
+        second = registry.publish(second_artifact.to_bytes(), second_artifact.manifest)
+        registry.promote(second)
+        wait_until(lambda: worker.worker.slot.version == second, 30, "second model serving")
+        produce(kafka_settings, t["input"], articles(600, start=600))
+        wait_until(lambda: len(predictions.ids()) == 1200, 60, "1200 predictions")
+    finally:
+        worker.stop()
+        registry.close()
+    records = predictions.snapshot()
+    assert predictions.ids() == expected_ids(1200)
+    assert {r["model_version"] for r in records} == {first, second}
+    for partition in (0, 1):
+        ordered = sorted(
+            (r for r in records if r["source"]["partition"] == partition),
+            key=lambda r: r["source"]["offset"],
+        )
+        versions = [r["model_version"] for r in ordered]
+        assert versions == sorted(versions), "one switch per partition, in offset order"
+
+
+def test_sigterm_drains_commits_and_ends_with_a_summary(
+    kafka_settings: KafkaSettings,
+    service_env: dict[str, str],
+    topics: Any,
+    group_id: str,
+    toy_model: Path,
+    reader: Callable[..., TopicReader],
+    processes: Callable[..., WorkerProcess],
+) -> None:
+    t = topics(2)
+    env = env_for(
+        service_env,
+        t,
+        group_id,
+        model_path=str(toy_model),
+        max_batch_size="1",
+        commit_interval_ms="60000",
+        commit_every_messages="1000000",
+    )
+    produce(kafka_settings, t["input"], articles(3000))
+    predictions = reader(t["output"])
+    worker = processes(env, "worker")
+    wait_until(lambda: len(predictions.ids()) >= 300, 90, "300 predictions")
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0
+    summary = worker.lines()[-1]
+    assert summary["event"] == "worker stopped"
+    committed = committed_offsets(kafka_settings, group_id)
+    assert sum(committed.values()) > 0  # only the final commit could have written these
+    published = {(r["source"]["partition"], r["source"]["offset"]) for r in predictions.snapshot()}
+    for partition, offset in committed.items():
+        assert all((partition, o) in published for o in range(offset))
+    wait_until(
+        lambda: len(predictions.snapshot()) == summary["predictions"],
+        10,
+        "every prediction counted in the summary is on the topic",
+    )
+    assert summary["predictions"] < 3000, "stopped mid-stream, not after the end"
+    assert summary["consumed"] >= summary["predictions"] > 0
