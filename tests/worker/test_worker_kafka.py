@@ -10,6 +10,8 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+import urllib.error
+import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -64,6 +66,15 @@ def topics(topic_factory: Callable[..., str]) -> Callable[[int], dict[str, str]]
     return create
 
 
+def get(port: int | None, path: str) -> tuple[int, str]:
+    """Status and body of a GET on the worker's health server."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
 def articles(count: int, start: int = 0) -> list[tuple[bytes, bytes]]:
     made = synthetic_articles(LABELS, count, seed=start, prefix="a")
     return [
@@ -99,9 +110,13 @@ class InProcess:
     """A Worker running in a thread of this test process."""
 
     def __init__(
-        self, settings: WorkerSettings, kafka: KafkaSettings, redis: RedisSettings
+        self,
+        settings: WorkerSettings,
+        kafka: KafkaSettings,
+        redis: RedisSettings,
+        registry: RegistrySettings,
     ) -> None:
-        self.worker = Worker(settings, kafka, redis, RegistrySettings())
+        self.worker = Worker(settings, kafka, redis, registry)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -124,21 +139,35 @@ class InProcess:
             raise self.error
 
 
+@pytest.fixture
 def in_process(
-    topics: dict[str, str], group: str, kafka: KafkaSettings, redis: RedisSettings, **settings: Any
-) -> InProcess:
-    values = (
-        {k: v for k, v in FAST.items()}
-        | {
-            "input_topic": topics["input"],
-            "output_topic": topics["output"],
-            "dlq_topic": topics["dlq"],
-            "group_id": group,
-            "worker_id": f"w-{group}",
-        }
-        | settings
-    )
-    return InProcess(WorkerSettings(**values), kafka, redis)
+    kafka_settings: KafkaSettings, redis_settings: RedisSettings, group_id: str, tmp_path: Path
+) -> Iterator[Callable[..., InProcess]]:
+    """Start in-process workers on this test's group; each is stopped at the end."""
+    started: list[InProcess] = []
+
+    def start(topics: dict[str, str], **settings: Any) -> InProcess:
+        values = (
+            FAST
+            | {
+                "input_topic": topics["input"],
+                "output_topic": topics["output"],
+                "dlq_topic": topics["dlq"],
+                "group_id": group_id,
+                "worker_id": f"w-{group_id}",
+            }
+            | settings
+        )
+        registry = RegistrySettings(cache_dir=tmp_path / "model-cache")
+        started.append(
+            InProcess(WorkerSettings(**values), kafka_settings, redis_settings, registry)
+        )
+        return started[-1]
+
+    yield start
+    for worker in started:
+        if worker.thread.is_alive():
+            worker.stop()
 
 
 @pytest.fixture
@@ -176,11 +205,12 @@ def test_one_worker_predicts_2000_articles_each_exactly_once(
     group_id: str,
     toy_model: Path,
     reader: Callable[..., TopicReader],
+    in_process: Callable[..., InProcess],
 ) -> None:
     t = topics(3)
     produce(kafka_settings, t["input"], articles(2000))
     predictions = reader(t["output"])
-    worker = in_process(t, group_id, kafka_settings, redis_settings, model_path=toy_model)
+    worker = in_process(t, model_path=toy_model)
     try:
         wait_until(lambda: len(predictions.ids()) == 2000, 120, "2000 predictions")
         wait_until(
@@ -188,6 +218,13 @@ def test_one_worker_predicts_2000_articles_each_exactly_once(
             30,
             "offsets committed to the end",
         )
+        port = worker.worker.health_port
+        assert get(port, "/healthz")[0] == 200
+        assert get(port, "/readyz") == (200, "model 1, 3 partitions\n")
+        status, metrics = get(port, "/metrics")
+        assert status == 200
+        assert "tagstream_worker_predictions_published_total 2000.0" in metrics
+        assert "tagstream_worker_padding_ratio_bucket" in metrics
     finally:
         worker.stop()
     assert predictions.ids() == expected_ids(2000)
@@ -205,6 +242,7 @@ def test_bad_messages_in_a_batch_go_to_the_dead_letter_topic_and_neighbours_are_
     group_id: str,
     toy_model: Path,
     reader: Callable[..., TopicReader],
+    in_process: Callable[..., InProcess],
 ) -> None:
     t = topics(1)
     good = articles(40)
@@ -219,7 +257,7 @@ def test_bad_messages_in_a_batch_go_to_the_dead_letter_topic_and_neighbours_are_
     values = [bad.get(i, good[i]) for i in range(40)]
     produce(kafka_settings, t["input"], values, partition=0)
     predictions, letters = reader(t["output"]), reader(t["dlq"])
-    worker = in_process(t, group_id, kafka_settings, redis_settings, model_path=toy_model)
+    worker = in_process(t, model_path=toy_model)
     try:
         wait_until(
             lambda: len(predictions.ids()) + len(letters.snapshot()) == 40,
@@ -334,8 +372,8 @@ def test_a_model_promoted_mid_stream_takes_over_and_a_broken_one_is_refused(
     kafka_settings: KafkaSettings,
     redis_settings: RedisSettings,
     topics: Any,
-    group_id: str,
     reader: Callable[..., TopicReader],
+    in_process: Callable[..., InProcess],
 ) -> None:
     t = topics(2)
     registry = Registry.from_settings(redis_settings, RegistrySettings())
@@ -344,7 +382,7 @@ def test_a_model_promoted_mid_stream_takes_over_and_a_broken_one_is_refused(
     registry.promote(first)
     produce(kafka_settings, t["input"], articles(600))
     predictions = reader(t["output"])
-    worker = in_process(t, group_id, kafka_settings, redis_settings)
+    worker = in_process(t)
     try:
         wait_until(lambda: len(predictions.ids()) >= 200, 60, "predictions by the first model")
         broken = registry.publish(b"not a safetensors file", artifact.manifest)
