@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any
+from typing import Any, Literal
 
 from model.network import Pooling
 from trainer.errors import TrainerError
@@ -39,6 +39,11 @@ class TrainingProfile:
     clip_norm: float = 1.0
     pos_weight_cap: float = 0.0
     """0 disables ``pos_weight``; otherwise each label's negatives/positives, capped here."""
+    lr_schedule: Literal["constant", "linear"] = "linear"
+    """``linear`` decays the rate over ``max_epochs`` down to ``final_lr_fraction`` of it."""
+    final_lr_fraction: float = 0.1
+    prior_bias: bool = True
+    """Start each label's bias at its log-odds in the training split."""
     max_epochs: int = 20
     patience: int = 3
     max_seconds: float = 480.0

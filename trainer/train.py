@@ -128,7 +128,7 @@ def _prepare(
     )
     train_split = encode_split(encoder, train, labels)
     validation_split = encode_split(encoder, validation, labels)
-    network = _initial_network(settings, encoder, len(labels)).to(world.device)
+    network = _initial_network(settings, encoder, train_split).to(world.device)
     optimizer = torch.optim.AdamW(
         network.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
     )
@@ -152,11 +152,11 @@ def _prepare(
 
 
 def _initial_network(
-    settings: TrainingProfile, encoder: TextEncoder, n_labels: int
+    settings: TrainingProfile, encoder: TextEncoder, train: EncodedSplit
 ) -> BiLSTMClassifier:
     config = NetworkConfig(
         vocab_size=encoder.vocab_size,
-        n_labels=n_labels,
+        n_labels=train.targets.shape[1],
         embedding_dim=settings.embedding_dim,
         hidden_size=settings.hidden_size,
         layers=settings.layers,
@@ -166,10 +166,28 @@ def _initial_network(
         pooling=settings.pooling,
     )
     network = build_network(config, seed=settings.seed)
+    if settings.prior_bias:
+        _set_prior_bias(network, train)
     if settings.glove:
         found = glove.initialise(network, encoder)
         log.info("glove_embeddings", words=found, available=glove.available())
     return network
+
+
+def _set_prior_bias(network: BiLSTMClassifier, train: EncodedSplit) -> None:
+    """Start each logit at its label's log-odds in the training data, so the first epochs
+    learn what distinguishes articles instead of how rare each label is."""
+    prior = (train.targets.sum(axis=0) + 1.0) / (len(train) + 2.0)
+    with torch.no_grad():
+        network.head.bias.copy_(torch.from_numpy(np.log(prior / (1.0 - prior))))
+
+
+def _learning_rate(settings: TrainingProfile, progress: float) -> float:
+    """The rate at ``progress`` (0..1 through ``max_epochs``): constant, or linear decay."""
+    if settings.lr_schedule == "constant":
+        return settings.learning_rate
+    fraction = 1.0 - (1.0 - settings.final_lr_fraction) * min(progress, 1.0)
+    return settings.learning_rate * fraction
 
 
 def _pos_weight(
@@ -252,6 +270,11 @@ def _train_epoch(run: _Run, epoch: int, bar: TrainingProgress) -> float:
     run.trainer.train()
     total = 0.0
     for step, batch in enumerate(batches, start=1):
+        rate = _learning_rate(
+            settings, (epoch - 1 + (step - 1) / len(batches)) / settings.max_epochs
+        )
+        for group in run.optimizer.param_groups:
+            group["lr"] = rate
         logits = run.trainer(batch.ids.to(world.device), batch.lengths)
         loss = run.loss(logits, batch.targets.to(world.device))
         run.optimizer.zero_grad(set_to_none=True)

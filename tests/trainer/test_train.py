@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +30,9 @@ TINY = TrainingProfile(
     embedding_dim=16,
     hidden_size=16,
     batch_size=16,
-    learning_rate=1e-2,
-    max_epochs=4,
-    patience=4,
+    learning_rate=3e-2,
+    max_epochs=5,
+    patience=5,
     max_seconds=60,
     glove=False,
 )
@@ -87,27 +88,26 @@ def test_artifact_records_thresholds_rule_and_training_summary(
 
 
 def test_resume_continues_from_the_checkpoint_to_the_same_weights(
-    tmp_path: Path, data: Splits
+    tmp_path: Path, data: Splits, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Two epochs with a checkpoint, then --resume to four == four epochs in one go."""
+    """Killed after the second epoch's checkpoint, then --resume == four epochs in one go."""
     train, validation, _ = data
-    settings = TINY.with_overrides(max_epochs=4)
-    straight, _ = train_model(train, validation, LABELS, settings, RunOptions(device="cpu"))
-    train_model(
-        train,
-        validation,
-        LABELS,
-        settings.with_overrides(max_epochs=2),
-        RunOptions(device="cpu", checkpoint_dir=tmp_path),
-    )
-    resumed, metrics = train_model(
-        train,
-        validation,
-        LABELS,
-        settings,
-        RunOptions(device="cpu", checkpoint_dir=tmp_path, resume=True),
-    )
-    assert metrics["epochs"] == 4
+    straight, _ = train_model(train, validation, LABELS, TINY, RunOptions(device="cpu"))
+    save = checkpoint.save
+
+    def save_then_die_after_epoch_two(directory: Path, saved: checkpoint.Checkpoint) -> Path:
+        path = save(directory, saved)
+        if saved.progress.epoch == 2:
+            raise KeyboardInterrupt
+        return path
+
+    monkeypatch.setattr(checkpoint, "save", save_then_die_after_epoch_two)
+    options = RunOptions(device="cpu", checkpoint_dir=tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        train_model(train, validation, LABELS, TINY, options)
+    monkeypatch.setattr(checkpoint, "save", save)
+    resumed, metrics = train_model(train, validation, LABELS, TINY, replace(options, resume=True))
+    assert metrics["epochs"] == TINY.max_epochs
     for name, tensor in straight.state.items():
         assert torch.equal(resumed.state[name], tensor), name
     assert resumed.manifest.thresholds == straight.manifest.thresholds
