@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,13 @@ def default_artifact(profile_name: str) -> Path:
 def train(
     profile_name: str = typer.Option("fast", "--profile", help="fast (~2 min) or full."),
     output: Path | None = typer.Option(None, help="Artifact path [cache/artifacts/<profile>]."),
-    checkpoint_dir: Path | None = typer.Option(None, help="Checkpoint every epoch here."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from --checkpoint-dir."),
+    checkpoint_dir: Path | None = typer.Option(
+        None, help="Checkpoint every epoch here [cache/artifacts/<profile>.checkpoint]."
+    ),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint."),
+    overrides: list[str] = typer.Option(
+        [], "--set", help="Change one profile setting, e.g. --set hidden_size=64 (repeatable)."
+    ),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1 ..."),
     threads: int | None = typer.Option(None, help="torch CPU threads."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
@@ -36,11 +42,12 @@ def train(
     Under ``torchrun --nproc_per_node N`` it trains data-parallel; rank 0 writes the file.
     """
     import corpus  # noqa: PLC0415 - torch and the corpus load only for this command
+    from trainer.profiles import profile  # noqa: PLC0415
     from trainer.train import RunOptions, train_model  # noqa: PLC0415
 
     configure()
-    if resume and checkpoint_dir is None:
-        checkpoint_dir = default_artifact(profile_name).with_suffix(".checkpoint")
+    settings = profile(profile_name).with_overrides(**_parse_overrides(overrides))
+    checkpoint_dir = checkpoint_dir or default_artifact(profile_name).with_suffix(".checkpoint")
     data = corpus.load()
     started = time.perf_counter()
     options = RunOptions(
@@ -50,7 +57,7 @@ def train(
         checkpoint_dir=checkpoint_dir,
         resume=resume,
     )
-    artifact, metrics = train_model(data.train, data.validation, data.labels, profile_name, options)
+    artifact, metrics = train_model(data.train, data.validation, data.labels, settings, options)
     if _rank() == 0:
         target = output or default_artifact(profile_name)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -117,6 +124,20 @@ def _print_table(report: dict[str, Any]) -> None:
     for metric in HEADLINE:
         table.add_row(metric, *(f"{report[n]['metrics'][metric]:.4f}" for n in names))
     Console(width=max(Console().width, 100)).print(table)
+
+
+def _parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``["hidden_size=64", "pooling=max"]`` -> ``{"hidden_size": 64, "pooling": "max"}``."""
+    parsed: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--set")
+        try:
+            parsed[key.strip()] = json.loads(raw)
+        except ValueError:
+            parsed[key.strip()] = raw
+    return parsed
 
 
 def _rank() -> int:
