@@ -37,25 +37,47 @@ def seed_file(tmp_path: Path) -> Path:
     return path
 
 
-def make_service(tmp_path: Path, seed_file: Path, topic: str, group_id: str,
-                 kafka: KafkaSettings, redis_settings: RedisSettings, **overrides: object
-                 ) -> TrainerService:
-    settings = TrainerSettings(topic=topic, group_id=group_id, seed_path=seed_file,
-                               store_path=tmp_path / "store.db", metrics_port=0,
-                               **overrides)  # type: ignore[arg-type]
+def make_service(
+    tmp_path: Path,
+    seed_file: Path,
+    topic: str,
+    group_id: str,
+    kafka: KafkaSettings,
+    redis_settings: RedisSettings,
+    **overrides: object,
+) -> TrainerService:
+    settings = TrainerSettings(
+        topic=topic,
+        group_id=group_id,
+        seed_path=seed_file,
+        store_path=tmp_path / "store.db",
+        metrics_port=0,
+        **overrides,
+    )  # type: ignore[arg-type]
     registry = RegistrySettings(cache_dir=tmp_path / "cache")
     return TrainerService(settings, kafka, redis_settings, registry)
 
 
 def test_serve_stores_feedback_retrains_and_publishes_production(
-    tmp_path: Path, seed_file: Path, topic_factory, group_id: str,
-    kafka_settings: KafkaSettings, redis_settings: RedisSettings,
+    tmp_path: Path,
+    seed_file: Path,
+    topic_factory,
+    group_id: str,
+    kafka_settings: KafkaSettings,
+    redis_settings: RedisSettings,
 ) -> None:
     topic = topic_factory(partitions=2)
     feedback = synthetic_articles(LABELS, 120, seed=2, prefix="feedback")
     feed.produce(kafka_settings, topic, feedback)
-    service = make_service(tmp_path, seed_file, topic, group_id, kafka_settings, redis_settings,
-                           retrain_min_examples=100)
+    service = make_service(
+        tmp_path,
+        seed_file,
+        topic,
+        group_id,
+        kafka_settings,
+        redis_settings,
+        retrain_min_examples=100,
+    )
     registry = Registry.from_settings(redis_settings, RegistrySettings(cache_dir=tmp_path / "c"))
     stop = threading.Event()
     runner = threading.Thread(target=service.run, args=(stop,))
@@ -74,19 +96,34 @@ def test_serve_stores_feedback_retrains_and_publishes_production(
 
 
 def test_a_candidate_worse_than_production_by_more_than_the_margin_is_not_promoted(
-    tmp_path: Path, seed_file: Path, topic_factory, group_id: str,
-    kafka_settings: KafkaSettings, redis_settings: RedisSettings,
+    tmp_path: Path,
+    seed_file: Path,
+    topic_factory,
+    group_id: str,
+    kafka_settings: KafkaSettings,
+    redis_settings: RedisSettings,
 ) -> None:
     topic = topic_factory()
     service = make_service(tmp_path, seed_file, topic, group_id, kafka_settings, redis_settings)
     first = run_once(service)
     assert first.promoted and first.version is not None
     # Wrong labels on every feedback article make the next candidate clearly worse.
-    poisoned = [a.model_copy(update={"labels": ["grain"] if a.labels != ["grain"] else ["earn"]})
-                for a in synthetic_articles(LABELS, 600, seed=3, prefix="poison")]
+    poisoned = [
+        a.model_copy(update={"labels": ["grain"] if a.labels != ["grain"] else ["earn"]})
+        for a in synthetic_articles(LABELS, 600, seed=3, prefix="poison")
+    ]
     feed.produce(kafka_settings, topic, poisoned)
-    second = run_once(make_service(tmp_path, seed_file, topic, group_id, kafka_settings,
-                                   redis_settings, promotion_margin=0.0))
+    second = run_once(
+        make_service(
+            tmp_path,
+            seed_file,
+            topic,
+            group_id,
+            kafka_settings,
+            redis_settings,
+            promotion_margin=0.0,
+        )
+    )
     assert not second.promoted, second.reason
     registry = Registry.from_settings(redis_settings, RegistrySettings(cache_dir=tmp_path / "c"))
     assert registry.aliases()["production"] == first.version
