@@ -17,17 +17,20 @@ runs never see each other's data.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import socket
 import sys
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
+from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console, Group
 from rich.live import Live
 from rich.panel import Panel
@@ -35,6 +38,7 @@ from rich.table import Table
 
 import corpus
 from common.kafka import ensure_topics
+from common.logging import configure
 from common.paths import cache_dir
 from common.settings import KafkaSettings, RedisSettings
 from model.artifact import Artifact
@@ -45,11 +49,15 @@ from tagstream import feed
 from tagstream.stack import LocalStack, StackSettings, StackState
 from tagstream.supervisor import Supervisor
 from tagstream.tally import Snapshot, Tally, micro_f1_by_version
+from trainer.profiles import profile
 from trainer.service import Datasets, reuters_datasets
 from trainer.train import RunOptions, train_model
 
 SEED_FRACTION = 0.5
 WORKERS = 2
+PROFILE_OVERRIDES = {"max_epochs": 4, "max_seconds": 900.0}
+"""The fast profile bounded by epochs, not seconds: a busy machine must not cut training short
+and make the retrained model look worse than it is."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +103,7 @@ class DemoRun:
 
 def run_demo(rate: float, limit: int | None, console: Console) -> None:
     """Run the demo described in the module docstring."""
+    configure("WARNING")  # the live view speaks for this process; services log to files
     stack = LocalStack(StackSettings())
     with ExitStack() as cleanup:
         console.rule("[bold]tagstream demo")
@@ -120,7 +129,7 @@ def run_demo(rate: float, limit: int | None, console: Console) -> None:
             },
         )
         datasets = reuters_datasets(SEED_FRACTION)
-        first = _publish_first_model(run, datasets, console)
+        _publish_first_model(run, datasets, console)
         feedback = _feedback_articles(datasets)
         supervisor = cleanup.enter_context(Supervisor(run.directory))
         ports = _start_services(run, supervisor, len(feedback))
@@ -133,9 +142,9 @@ def run_demo(rate: float, limit: int | None, console: Console) -> None:
         ).start()
         cleanup.callback(tally.stop)
         test = corpus.load().test[:limit]
-        producer = _Producer(kafka, run, test, feedback, rate)
+        producer = _Producer(kafka, run, ports["trainer"], test=test, feedback=feedback, rate=rate)
         producer.start()
-        _live(console, tally, producer, supervisor, first_version=first, total=len(test))
+        _live(console, tally, producer, supervisor, total=len(test))
         _summary(console, tally, test, datasets.labels, run=run, ports=ports)
 
 
@@ -149,8 +158,9 @@ def _publish_first_model(run: DemoRun, datasets: Datasets, console: Console) -> 
             f"first model: training on {len(datasets.seed)} articles "
             "(--profile fast, about 2 minutes on 2 cores)"
         )
+        settings = profile("fast").with_overrides(**PROFILE_OVERRIDES)
         artifact, _ = train_model(
-            datasets.seed, datasets.validation, datasets.labels, "fast", RunOptions(progress=True)
+            datasets.seed, datasets.validation, datasets.labels, settings, RunOptions(progress=True)
         )
         data = artifact.to_bytes()
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -167,7 +177,7 @@ def _publish_first_model(run: DemoRun, datasets: Datasets, console: Console) -> 
 def _initial_model_path() -> Path:
     """Cached first model, keyed on the code that trains it and the seed fraction."""
     root = Path(__file__).resolve().parent.parent
-    digest = hashlib.sha256(str(SEED_FRACTION).encode())
+    digest = hashlib.sha256(json.dumps([SEED_FRACTION, PROFILE_OVERRIDES]).encode())
     for source in sorted([*root.glob("model/*.py"), *root.glob("trainer/*.py")]):
         digest.update(source.read_bytes())
     return cache_dir() / "demo" / f"first-model-{digest.hexdigest()[:16]}.safetensors"
@@ -186,6 +196,7 @@ def _start_services(run: DemoRun, supervisor: Supervisor, feedback_size: int) ->
             TAGSTREAM_TRAINER_SEED_FRACTION=str(SEED_FRACTION),
             TAGSTREAM_TRAINER_RETRAIN_MIN_EXAMPLES=str(feedback_size),
             TAGSTREAM_TRAINER_METRICS_PORT=str(ports["trainer"]),
+            TAGSTREAM_TRAINER_PROFILE_OVERRIDES=json.dumps(PROFILE_OVERRIDES),
         ),
     )
     for i in range(WORKERS):
@@ -211,45 +222,79 @@ def _feedback_articles(datasets: Datasets) -> list[LabelledArticle]:
     return [a for a in corpus.load().train if a.id not in seen]
 
 
+def trainer_status(port: int) -> dict[str, float]:
+    """Finished cycles by outcome, and examples stored, from the trainer's ``/metrics``."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as response:
+            text = response.read().decode()
+    except OSError:
+        return {}
+    status: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "tagstream_trainer_cycles_total":
+                status[sample.labels["outcome"]] = sample.value
+            elif sample.name == "tagstream_trainer_examples_stored_total":
+                status["stored"] = sample.value
+    return status
+
+
+def cycles_finished(status: dict[str, float]) -> int:
+    return int(sum(status.get(k, 0) for k in ("promoted", "rejected", "failed", "skipped")))
+
+
 class _Producer(threading.Thread):
-    """Streams the test split; at the halfway point, sends the feedback to the trainer."""
+    """Streams the test split with the feedback halfway (see the module docstring).
+
+    The last fifth of the test split waits for the trainer's first cycle to finish, so that
+    the stream is still running when the workers swap models.
+    """
 
     def __init__(
         self,
         kafka: KafkaSettings,
         run: DemoRun,
+        trainer_port: int,
+        *,
         test: list[LabelledArticle],
         feedback: list[LabelledArticle],
         rate: float,
     ) -> None:
         super().__init__(name="demo-producer", daemon=True)
-        self.kafka, self.run_info, self.test, self.feedback, self.rate = (
-            kafka,
-            run,
-            test,
-            feedback,
-            rate,
-        )
+        self.kafka, self.demo, self.trainer_port = kafka, run, trainer_port
+        self.test, self.feedback, self.rate = test, feedback, rate
         self.sent = 0
         self.feedback_sent = 0
+        self.waiting = False
         self.error: Exception | None = None
 
     def run(self) -> None:
         try:
-            half = len(self.test) // 2
+            half, held = len(self.test) // 2, len(self.test) - len(self.test) // 5
             self._send(self.test[:half])
             self.feedback_sent = feed.produce(
-                self.kafka, self.run_info.topics["labelled"], self.feedback
+                self.kafka, self.demo.topics["labelled"], self.feedback
             )
-            self._send(self.test[half:])
+            self._send(self.test[half:held])
+            self._wait_for_cycle(timeout_s=900)
+            self._send(self.test[held:])
         except Exception as exc:  # reported by the live view, which then stops the demo
             self.error = exc
+
+    def _wait_for_cycle(self, timeout_s: float) -> None:
+        self.waiting = True
+        deadline = time.monotonic() + timeout_s
+        while not cycles_finished(trainer_status(self.trainer_port)):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(1.0)
+        self.waiting = False
 
     def _send(self, articles: list[LabelledArticle]) -> None:
         for chunk in _chunks(articles, max(1, int(self.rate))):
             started = time.monotonic()
             self.sent += feed.produce(
-                self.kafka, self.run_info.topics["input"], (feed.unlabelled(a) for a in chunk)
+                self.kafka, self.demo.topics["input"], (feed.unlabelled(a) for a in chunk)
             )
             time.sleep(max(0.0, 1.0 - (time.monotonic() - started)))
 
@@ -265,31 +310,39 @@ def _live(
     producer: _Producer,
     supervisor: Supervisor,
     *,
-    first_version: int,
     total: int,
-    timeout_s: float = 900.0,
+    timeout_s: float = 1500.0,
 ) -> None:
     deadline = time.monotonic() + timeout_s
     with Live(console=console, refresh_per_second=2) as live:
         while time.monotonic() < deadline:
             snap = tally.snapshot()
-            live.update(_view(snap, producer, total))
+            live.update(_view(snap, producer, trainer_status(producer.trainer_port), total))
             if producer.error is not None:
                 raise producer.error
             if supervisor.failed():
                 names = ", ".join(c.name for c in supervisor.failed())
                 raise RuntimeError(f"{names} exited; see the logs in {supervisor.log_dir}")
-            swapped = max(snap.per_version, default=first_version) > first_version
-            if snap.predicted + snap.dead_letters >= total and swapped:
+            if snap.predicted + snap.dead_letters >= total and not producer.is_alive():
                 return
             time.sleep(0.5)
-    console.print("[yellow]timed out waiting for every prediction and the retrained model")
+    console.print("[yellow]timed out waiting for every prediction")
 
 
-def _view(snap: Snapshot, producer: _Producer, total: int) -> Group:
+def _view(snap: Snapshot, producer: _Producer, trainer: dict[str, float], total: int) -> Group:
     counters = Table.grid(padding=(0, 3))
+    cycles = ", ".join(f"{k} {int(v)}" for k, v in trainer.items() if k != "stored") or "none yet"
     for name, value in (
-        ("produced", f"{producer.sent}/{total}"),
+        (
+            "produced",
+            f"{producer.sent}/{total}"
+            + (
+                " (holding the last fifth until the trainer's cycle ends)"
+                if producer.waiting
+                else ""
+            ),
+        ),
+        ("trainer", f"{int(trainer.get('stored', 0))} examples stored; cycles: {cycles}"),
         ("feedback sent", str(producer.feedback_sent)),
         ("predicted", str(snap.predicted)),
         ("dead letters", str(snap.dead_letters)),

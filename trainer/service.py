@@ -44,6 +44,7 @@ from model.settings import RegistrySettings
 from schemas import LabelledArticle, SourceRef, decode_labelled_article
 from trainer.errors import LockLostError, TrainerError
 from trainer.lock import training_lock
+from trainer.profiles import profile
 from trainer.settings import TrainerSettings
 from trainer.store import ExampleStore, StoredRecord
 from trainer.train import RunOptions, train_model
@@ -258,8 +259,9 @@ class TrainerService:
         data = self.datasets
         feedback = self._feedback(data)
         options = RunOptions(feedback_documents=len(feedback))
+        settings = profile(self.settings.profile).with_overrides(**self.settings.profile_overrides)
         artifact, _ = train_model(
-            data.seed + feedback, data.validation, data.labels, self.settings.profile, options
+            data.seed + feedback, data.validation, data.labels, settings, options
         )
         candidate = Classifier.from_artifact(artifact, version=1, device="cpu")
         candidate_f1 = holdout_micro_f1(candidate, data.holdout)

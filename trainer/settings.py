@@ -33,6 +33,8 @@ class TrainerSettings(BaseSettings):
     """Retrain as soon as this many new examples arrived, whatever the interval."""
 
     profile: Literal["fast", "full"] = "fast"
+    profile_overrides: dict[str, float | int | bool | str] = Field(default_factory=dict)
+    """JSON object of profile settings to change, e.g. ``{"max_epochs": 4, "max_seconds": 600}``."""
     seed_path: Path | None = None
     """A JSON-lines file of LabelledArticles to use as the seed corpus instead of Reuters-21578."""
 
