@@ -166,9 +166,14 @@ class Worker:
         pipeline = self.pipeline
         if pipeline is None:
             return True, "starting"
-        quiet_s = time.monotonic() - pipeline.last_step
+        now = time.monotonic()
+        quiet_s = now - pipeline.last_step
+        busy_s = max(
+            now - (stage.busy_since or now) for stage in (pipeline.runner, pipeline.delivery)
+        )
         limit_s = self.settings.max_poll_interval_ms / 1000
-        return quiet_s < limit_s, f"last poll {quiet_s:.1f} s ago"
+        detail = f"last poll {quiet_s:.1f} s ago, current batch running {busy_s:.1f} s"
+        return quiet_s < limit_s and busy_s < limit_s, detail
 
     def ready(self) -> tuple[bool, str]:
         version = self.slot.version

@@ -1,11 +1,13 @@
-"""The loop: one thread owns the consumer; two more decode/batch and score/publish.
+"""The loop: one thread owns the consumer; three more decode, score and publish.
 
-    poll thread (owns the consumer)      assembler thread           runner thread
-    poll -> register offsets ──intake──> decode, encode, batch ──batches──> score, publish
-    pause when the intake is full        (bounded: waits)           acks -> OffsetTracker
-    seek rewound partitions
-    commit watermarks (at-least-once) <──────────────────────────────────────┘
+    poll thread (owns the consumer)    assembler              runner          delivery
+    poll -> register offsets ─intake─> decode, encode, ─────> score, build ─> publish (or one
+    pause while the intake is full     batch                  results         transaction per
+    seek rewound partitions                                                   batch), ack
+    commit watermarks (at-least-once) <─────────── OffsetTracker <──────────── offsets
 
+Queues between the stages are bounded (``batch_queue`` batches, then one scored batch), so
+encoding the next batch and publishing the previous one overlap scoring the current one.
 The poll thread never blocks on the other two: the intake queue has a soft bound (the
 consumer's partitions are paused while it is full, and a poll returns at most
 ``max_poll_records``), so ``poll()`` is called every ``poll_timeout_ms`` and the group
@@ -20,7 +22,7 @@ partition is assigned again, so each reassigned partition is sought back to its 
 discarded work is read again, never skipped.
 
 Shutdown: :meth:`Pipeline.stop` (from a signal) ends polling; the intake gets ``END``; the
-assembler flushes; the runner finishes and the producer flushes; the poll thread keeps
+assembler flushes; runner and delivery finish, the producer flushes; the poll thread keeps
 polling (partitions paused) and committing until everything is acknowledged or
 ``drain_timeout_s`` has passed; then a final commit.
 """
@@ -42,13 +44,14 @@ from common.logging import get_logger
 from worker.assembler import END, Assembler, Batches, Intake
 from worker.batcher import Batcher
 from worker.consumer import Source
+from worker.delivery import Delivery
 from worker.inference import Scorer
 from worker.items import Item, Polled, Record
 from worker.metrics import Metrics
 from worker.offsets import OffsetTracker, TopicPartition
 from worker.publisher import Sink
 from worker.results import Results
-from worker.runner import Runner
+from worker.runner import Answers, Runner
 from worker.settings import WorkerSettings
 from worker.swap import ModelSlot
 
@@ -130,18 +133,31 @@ class Pipeline:
             max_body_bytes=settings.max_body_bytes,
             halt=self.halt,
         )
-        runner = Runner(
+        answers: Answers = queue.Queue(maxsize=1)
+        self.runner = Runner(
             self.batches,
-            sink,
+            answers,
             self.tracker,
             results=results,
             scorer=scorer,
+            metrics=metrics,
+            halt=self.halt,
+        )
+        self.delivery = Delivery(
+            answers,
+            sink,
+            self.tracker,
+            results=results,
             metrics=metrics,
             exactly_once=settings.exactly_once,
             group_metadata=source.group_metadata,
             halt=self.halt,
         )
-        self.stages = [Stage("assembler", assembler.run), Stage("runner", runner.run)]
+        self.stages = [
+            Stage("assembler", assembler.run),
+            Stage("runner", self.runner.run),
+            Stage("delivery", self.delivery.run),
+        ]
 
     # -- lifecycle --------------------------------------------------------------------------
     def stop(self) -> None:
@@ -179,8 +195,8 @@ class Pipeline:
         deadline = time.monotonic() + self.settings.drain_timeout_s
         self.source.pause(self.source.assignment())
         self.intake.put(END)
-        runner = self.stages[1].thread
-        while runner.is_alive() and time.monotonic() < deadline and not self._failed():
+        last = self.stages[-1].thread
+        while last.is_alive() and time.monotonic() < deadline and not self._failed():
             self.last_step = time.monotonic()
             self.source.poll(self.settings.poll_timeout_ms)  # keeps membership; all paused
             self._maybe_commit()
@@ -306,13 +322,11 @@ class Pipeline:
                 self.source.commit_nowait(marks)
             except KafkaError as exc:
                 log.warning("commit on revocation failed", error=str(exc))
-        if not drained:
-            self.metrics.discarded.inc(left)
         log.info(
             "partitions revoked",
             partitions=sorted(tp.partition for tp in partitions),
             finished=drained,
-            discarded=0 if drained else left,
+            unfinished=left,
         )
 
     def on_lost(self, partitions: set[TopicPartition]) -> None:
@@ -323,9 +337,8 @@ class Pipeline:
         self.metrics.rebalances.labels("lost").inc(len(partitions))
         left = self.tracker.outstanding(partitions)
         self._resume.update(self.tracker.drop(partitions))
-        self.metrics.discarded.inc(left)
         log.warning(
-            "partitions lost", partitions=sorted(tp.partition for tp in partitions), discarded=left
+            "partitions lost", partitions=sorted(tp.partition for tp in partitions), unfinished=left
         )
 
     def on_assigned(self, partitions: set[TopicPartition]) -> None:
