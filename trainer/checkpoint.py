@@ -1,9 +1,10 @@
 """Per-epoch training checkpoints: one safetensors file, written atomically, never pickled.
 
-Tensors: ``model.*`` (weights after the last finished epoch), ``best.*`` (weights of the best
-epoch so far) and ``optimizer.<param>.<name>`` (AdamW moments). Metadata ``tagstream`` holds
-the JSON of :class:`Progress`, the optimiser's parameter groups, the encoder and a
-fingerprint of the data and profile: resuming with other data or settings is refused.
+Tensors: ``model.*`` (weights after the last finished epoch), ``average.*`` (their moving
+average, when training keeps one), ``best.*`` (the validated weights of the best epoch so
+far) and ``optimizer.<param>.<name>`` (AdamW moments). Metadata ``tagstream`` holds the
+JSON of :class:`Progress`, the optimiser's parameter groups, the encoder and a fingerprint
+of the data and profile: resuming with other data or settings is refused.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class Checkpoint:
     encoder_json: str
     progress: Progress
     model: dict[str, torch.Tensor]
+    average: dict[str, torch.Tensor]
     best: dict[str, torch.Tensor]
     optimizer: dict[str, Any]
 
@@ -50,6 +52,7 @@ def save(directory: Path, checkpoint: Checkpoint) -> Path:
     """Write ``directory/checkpoint.safetensors`` (via a temporary file and a rename)."""
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {f"model.{k}": v for k, v in checkpoint.model.items()}
+    tensors |= {f"average.{k}": v for k, v in checkpoint.average.items()}
     tensors |= {f"best.{k}": v for k, v in checkpoint.best.items()}
     moments, groups = _flatten_optimizer(checkpoint.optimizer)
     tensors |= moments
@@ -93,6 +96,7 @@ def load(directory: Path, fingerprint: str) -> Checkpoint | None:
         encoder_json=document["encoder"],
         progress=Progress(**document["progress"]),
         model=_prefixed(tensors, "model."),
+        average=_prefixed(tensors, "average."),
         best=_prefixed(tensors, "best."),
         optimizer=_unflatten_optimizer(tensors, document["param_groups"]),
     )

@@ -57,6 +57,17 @@ def encode_split(
     return EncodedSplit(encoder.encode([a.text for a in articles]), label_matrix(articles, labels))
 
 
+def with_title_copies(articles: Sequence[LabelledArticle]) -> list[LabelledArticle]:
+    """``articles`` plus a title-only copy of each that has both a title and a body: some
+    news arrives as a headline alone, and the model should not need the body."""
+    copies = [
+        a.model_copy(update={"id": f"{a.id}#title", "body": ""})
+        for a in articles
+        if a.title.strip() and a.body.strip()
+    ]
+    return [*articles, *copies]
+
+
 def epoch_batches(
     split: EncodedSplit,
     batch_size: int,

@@ -44,6 +44,12 @@ class TrainingProfile:
     final_lr_fraction: float = 0.1
     prior_bias: bool = True
     """Start each label's bias at its log-odds in the training split."""
+    word_dropout: float = 0.0
+    """Probability of replacing each training token by ``[UNK]``."""
+    title_copies: bool = False
+    """Also train on a title-only copy of each article."""
+    ema_decay: float = 0.0
+    """Validate and ship an exponential moving average of the weights (0 disables)."""
     max_epochs: int = 20
     patience: int = 3
     max_seconds: float = 480.0

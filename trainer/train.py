@@ -10,6 +10,7 @@ validation split only, and package everything as an artifact.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import time
@@ -27,12 +28,12 @@ from torch import nn
 from common.logging import get_logger
 from model import glove
 from model.artifact import Artifact
-from model.encoder import TextEncoder
+from model.encoder import PAD_ID, UNK_ID, TextEncoder
 from model.inference import AT_LEAST_ONE, network_scores
 from model.network import BiLSTMClassifier, NetworkConfig, build_network
 from schemas import LabelledArticle, ModelManifest, TrainingDataSummary
 from trainer import checkpoint, distributed
-from trainer.data import EncodedSplit, encode_split, epoch_batches
+from trainer.data import EncodedSplit, encode_split, epoch_batches, with_title_copies
 from trainer.errors import TrainerError
 from trainer.profiles import TrainingProfile, profile
 from trainer.progress import TrainingProgress
@@ -63,6 +64,9 @@ class _Run:
     world: distributed.World
     encoder: TextEncoder
     network: BiLSTMClassifier
+    average: BiLSTMClassifier
+    """Exponential moving average of ``network``'s weights (``network`` itself without EMA):
+    the weights that are validated, kept and shipped."""
     trainer: nn.Module
     optimizer: torch.optim.Optimizer
     loss: nn.Module
@@ -126,7 +130,9 @@ def _prepare(
         min_frequency=settings.min_frequency,
         max_tokens=settings.max_tokens,
     )
-    train_split = encode_split(encoder, train, labels)
+    train_split = encode_split(
+        encoder, with_title_copies(train) if settings.title_copies else train, labels
+    )
     validation_split = encode_split(encoder, validation, labels)
     network = _initial_network(settings, encoder, train_split).to(world.device)
     optimizer = torch.optim.AdamW(
@@ -137,6 +143,7 @@ def _prepare(
         world=world,
         encoder=encoder,
         network=network,
+        average=copy.deepcopy(network) if settings.ema_decay > 0 else network,
         trainer=distributed.wrap(network, world),
         optimizer=optimizer,
         loss=nn.BCEWithLogitsLoss(pos_weight=_pos_weight(train_split, settings, world.device)),
@@ -227,6 +234,8 @@ def _restore(run: _Run, directory: Path) -> None:
         log.info("no_checkpoint_to_resume", directory=str(directory))
         return
     run.network.load_state_dict(saved.model)
+    if saved.average:
+        run.average.load_state_dict(saved.average)
     run.optimizer.load_state_dict(saved.optimizer)
     run.best_state = saved.best
     run.progress = saved.progress
@@ -250,7 +259,7 @@ def _fit(run: _Run, options: RunOptions) -> None:
             if run.world.is_main and options.checkpoint_dir is not None:
                 checkpoint.save(options.checkpoint_dir, _snapshot(run))
             stop = distributed.agree(_should_stop(run), run.world)
-    run.network.load_state_dict(run.best_state)
+    run.average.load_state_dict(run.best_state)
 
 
 def _train_epoch(run: _Run, epoch: int, bar: TrainingProgress) -> float:
@@ -275,20 +284,44 @@ def _train_epoch(run: _Run, epoch: int, bar: TrainingProgress) -> float:
         )
         for group in run.optimizer.param_groups:
             group["lr"] = rate
-        logits = run.trainer(batch.ids.to(world.device), batch.lengths)
+        ids = drop_words(batch.ids, settings.word_dropout).to(world.device)
+        logits = run.trainer(ids, batch.lengths)
         loss = run.loss(logits, batch.targets.to(world.device))
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(run.network.parameters(), settings.clip_norm)
         run.optimizer.step()
+        _update_average(run, (epoch - 1) * len(batches) + step)
         total += float(loss.item())
         bar.step(total / step)
     return distributed.mean_across(total / max(len(batches), 1), world)
 
 
+def drop_words(ids: torch.Tensor, rate: float) -> torch.Tensor:
+    """``ids`` with each real token replaced by ``[UNK]`` with probability ``rate``, so the
+    network learns to cope with words it has not seen (the test split is later news)."""
+    if rate <= 0:
+        return ids
+    dropped = (torch.rand(ids.shape) < rate) & (ids != PAD_ID)
+    return ids.masked_fill(dropped, UNK_ID)
+
+
+def _update_average(run: _Run, step: int) -> None:
+    """EMA with the usual warm-up: early steps weigh more, so the average starts near the
+    initial weights without lagging behind for thousands of steps."""
+    if run.average is run.network:
+        return
+    decay = min(run.settings.ema_decay, (1.0 + step) / (10.0 + step))
+    with torch.no_grad():
+        averaged: list[torch.Tensor] = list(run.average.parameters())
+        current: list[torch.Tensor] = list(run.network.parameters())
+        torch._foreach_mul_(averaged, decay)
+        torch._foreach_add_(averaged, current, alpha=1.0 - decay)
+
+
 def _validation_scores(run: _Run) -> npt.NDArray[np.float32]:
-    run.network.eval()
-    return network_scores(run.network, run.validation.sequences, device=run.world.device)
+    run.average.eval()
+    return network_scores(run.average, run.validation.sequences, device=run.world.device)
 
 
 def _validation_f1(run: _Run) -> float:
@@ -307,7 +340,7 @@ def _record_epoch(run: _Run, epoch: int, *, loss: float, f1: float, seconds: flo
     )
     if improved:
         progress.best_f1, progress.best_epoch, progress.bad_epochs = f1, epoch, 0
-        run.best_state = _cpu_copy(run.network)
+        run.best_state = _cpu_copy(run.average)
     else:
         progress.bad_epochs += 1
     log.info(
@@ -336,6 +369,7 @@ def _snapshot(run: _Run) -> checkpoint.Checkpoint:
         encoder_json=run.encoder.to_json(),
         progress=replace(run.progress),
         model=_cpu_copy(run.network),
+        average={} if run.average is run.network else _cpu_copy(run.average),
         best=run.best_state,
         optimizer=run.optimizer.state_dict(),
     )
@@ -374,7 +408,7 @@ def _package(
         manifest=manifest,
         encoder=run.encoder,
         config=run.network.config,
-        state=_cpu_copy(run.network),
+        state=_cpu_copy(run.average),
     )
     log.info("trained", **{k: round(v, 4) for k, v in metrics.items()})
     return artifact, metrics

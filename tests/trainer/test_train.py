@@ -11,16 +11,23 @@ import pytest
 import torch
 
 from model.artifact import Artifact, sha256_hex
-from model.encoder import TextEncoder
+from model.encoder import UNK_ID, TextEncoder
 from model.inference import Classifier
 from model.toy import synthetic_articles
 from schemas import LabelledArticle
 from trainer import checkpoint
-from trainer.data import batch_plan, encode_split, epoch_batches, label_matrix, padded_tokens
+from trainer.data import (
+    batch_plan,
+    encode_split,
+    epoch_batches,
+    label_matrix,
+    padded_tokens,
+    with_title_copies,
+)
 from trainer.errors import TrainerError
 from trainer.evaluate import evaluate_artifact
 from trainer.profiles import TrainingProfile, profile
-from trainer.train import RunOptions, train_model
+from trainer.train import RunOptions, drop_words, train_model
 
 Splits = tuple[list[LabelledArticle], list[LabelledArticle], list[LabelledArticle]]
 LABELS = ["earn", "acq", "crude", "grain"]
@@ -35,6 +42,9 @@ TINY = TrainingProfile(
     patience=5,
     max_seconds=60,
     glove=False,
+    word_dropout=0.05,
+    title_copies=True,
+    ema_decay=0.9,
 )
 
 
@@ -163,3 +173,36 @@ def test_unknown_profile_and_empty_data_are_trainer_errors() -> None:
         train_model([], [], LABELS, TINY)
     with pytest.raises(TrainerError):
         TINY.with_overrides(colour="red")
+
+
+def test_word_dropout_replaces_only_real_tokens_by_unk() -> None:
+    torch.manual_seed(0)
+    ids = torch.tensor([[5, 6, 7, 8] * 50 + [0] * 20])
+    dropped = drop_words(ids, 0.5)
+    assert (dropped[:, 200:] == 0).all()
+    changed = dropped[:, :200] != ids[:, :200]
+    assert 50 < int(changed.sum()) < 150
+    assert (dropped[:, :200][changed] == UNK_ID).all()
+    assert torch.equal(drop_words(ids, 0.0), ids)
+
+
+def test_title_copies_add_a_headline_only_article_per_article_with_a_body() -> None:
+    articles = synthetic_articles(LABELS, 3, seed=4)
+    articles.append(articles[0].model_copy(update={"id": "bodyless", "body": ""}))
+    augmented = with_title_copies(articles)
+    copies = augmented[len(articles) :]
+    assert [c.id for c in copies] == [f"{a.id}#title" for a in articles[:3]]
+    assert all(
+        c.body == "" and c.title == a.title and c.labels == a.labels
+        for c, a in zip(copies, articles, strict=False)
+    )
+
+
+def test_the_shipped_weights_are_the_moving_average(data: Splits) -> None:
+    train, validation, _ = data
+    settings = TINY.with_overrides(max_epochs=1, ema_decay=0.9)
+    averaged, _ = train_model(train, validation, LABELS, settings, RunOptions(device="cpu"))
+    plain, _ = train_model(
+        train, validation, LABELS, settings.with_overrides(ema_decay=0.0), RunOptions(device="cpu")
+    )
+    assert not torch.equal(averaged.state["head.weight"], plain.state["head.weight"])
