@@ -1,0 +1,128 @@
+"""Worker processes under test: ``tagstream worker run`` as a child, its /readyz, its
+Prometheus metrics and its peak resident memory."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from common.settings import KafkaSettings
+
+PREFIX = "tagstream_worker_"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class WorkerProcess:
+    """One ``tagstream worker run`` child with its settings in ``TAGSTREAM_WORKER_*``."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    @classmethod
+    def start(
+        cls, name: str, kafka: KafkaSettings, settings: dict[str, str], log_dir: Path
+    ) -> WorkerProcess:
+        port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TAGSTREAM_")}
+        env |= {"TAGSTREAM_KAFKA_BOOTSTRAP": kafka.bootstrap, "PYTHONUNBUFFERED": "1"}
+        if "TAGSTREAM_CACHE" in os.environ:
+            env["TAGSTREAM_CACHE"] = os.environ["TAGSTREAM_CACHE"]
+        env |= {f"TAGSTREAM_WORKER_{k.upper()}": v for k, v in settings.items()}
+        env |= {"TAGSTREAM_WORKER_WORKER_ID": name, "TAGSTREAM_WORKER_METRICS_PORT": str(port)}
+        log = log_dir / f"{name}.log"
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "tagstream", "worker", "run"],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        return cls(name, process, port, log)
+
+    def get(self, path: str) -> tuple[int, str]:
+        url = f"http://127.0.0.1:{self.port}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return int(response.status), response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    def wait_ready(self, partitions: int | None = None, timeout_s: float = 90.0) -> None:
+        """Until /readyz says a model is loaded and partitions (this many) are held."""
+        deadline = time.monotonic() + timeout_s
+        detail = "not started"
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"worker {self.name} exited: {self.tail()}")
+            try:
+                status, detail = self.get("/readyz")
+            except OSError as exc:
+                status, detail = 0, str(exc)
+            if status == 200 and (partitions is None or f", {partitions} partitions" in detail):
+                return
+            time.sleep(0.1)
+        raise TimeoutError(
+            f"worker {self.name} not ready in {timeout_s:.0f} s: {detail.strip()}\n{self.tail()}"
+        )
+
+    def metrics(self) -> dict[str, float]:
+        """Each ``tagstream_worker_*`` sample, summed over its labels, without the prefix."""
+        _, text = self.get("/metrics")
+        values: dict[str, float] = defaultdict(float)
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name.startswith(PREFIX):
+                    values[sample.name.removeprefix(PREFIX)] += sample.value
+        return dict(values)
+
+    def peak_rss_bytes(self) -> int:
+        """VmHWM of the process: the most resident memory it has had."""
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+        return 0
+
+    def stop(self, timeout_s: float = 30.0) -> int:
+        """SIGTERM (a graceful drain), then SIGKILL after ``timeout_s``; the exit status."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return int(self.process.returncode)
+
+    def tail(self, lines: int = 20) -> str:
+        text = self.log.read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:])
+
+
+def delta(after: dict[str, float], before: dict[str, float], name: str) -> float:
+    return after.get(name, 0.0) - before.get(name, 0.0)
+
+
+def mean_between(after: dict[str, float], before: dict[str, float], histogram: str) -> float:
+    """Mean of a histogram's observations between two scrapes."""
+    count = delta(after, before, f"{histogram}_count")
+    return delta(after, before, f"{histogram}_sum") / count if count else 0.0
