@@ -1,0 +1,137 @@
+"""Exactly-once delivery: what goes into each transaction, and what a failure does.
+
+The sink here records the transactional calls the delivery thread makes; the same path runs
+against the real broker in test_worker_kafka.py (SIGKILL, read_committed).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pytest
+from kafka.errors import KafkaError, ProducerFencedError
+
+from schemas import Article
+from tests.worker.fakes import FakeModel
+from worker.assembler import ModelBatch
+from worker.batcher import Batch
+from worker.delivery import Delivery
+from worker.errors import FencedError
+from worker.inference import Scored
+from worker.items import Item, Origin
+from worker.metrics import Metrics
+from worker.offsets import OffsetTracker, TopicPartition
+from worker.publisher import Done
+from worker.results import Results
+from worker.runner import Answered
+
+P0, P1 = TopicPartition("in", 0), TopicPartition("in", 1)
+NOW = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+class TransactionLog:
+    """A transactional sink that records its calls; ``fail`` makes one call raise."""
+
+    def __init__(self, fail: dict[str, BaseException] | None = None) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+        self.fail = fail or {}
+
+    def _call(self, name: str, *args: Any) -> None:
+        self.calls.append((name, *args))
+        if name in self.fail:
+            raise self.fail.pop(name)
+
+    def send(self, topic: str, key: bytes | None, value: bytes, on_done: Done | None) -> None:
+        assert on_done is None, "inside a transaction the commit is the acknowledgement"
+        self._call("send", topic)
+
+    def begin(self) -> None:
+        self._call("begin")
+
+    def send_offsets(self, offsets: dict[TopicPartition, int], group_metadata: Any) -> None:
+        self._call("send_offsets", offsets, group_metadata)
+
+    def commit(self) -> None:
+        self._call("commit")
+
+    def abort(self) -> None:
+        self._call("abort")
+
+    def flush(self, timeout_s: float) -> None:
+        """Nothing is buffered."""
+
+    def close(self, timeout_s: float) -> None:
+        """Nothing to release."""
+
+
+def setup(sink: TransactionLog) -> tuple[Delivery, OffsetTracker, Answered]:
+    tracker = OffsetTracker()
+    tracker.assign([P0, P1])
+    results = Results("out", "dlq", "w")
+    model = FakeModel()
+    items, outgoing = [], []
+    for tp, offset in ((P0, 5), (P0, 6), (P1, 2)):
+        epoch = tracker.register(tp, offset)
+        assert epoch is not None
+        origin = Origin(tp, offset, epoch, b"k", 0, NOW)
+        article = Article(id=f"a{offset}", body="text")
+        item = Item(origin, b"{}", article=article, token_ids=(1, 2))
+        items.append(item)
+        outgoing.append(results.prediction(item, np.array([0.9, 0.1]), model, NOW))
+    work = ModelBatch(1, Batch(tuple(items), (2, 2, 2), 0.0, "size"), model)
+    answered = Answered(work, outgoing, Scored([], 6, 6, 0.01), {"batch_id": 1})
+    delivery = Delivery(
+        queue.Queue(),
+        sink,
+        tracker,
+        results=results,
+        metrics=Metrics(),
+        exactly_once=True,
+        group_metadata=lambda: "generation-7",
+        halt=threading.Event(),
+    )
+    return delivery, tracker, answered
+
+
+def test_one_transaction_holds_the_batch_results_and_its_next_offsets() -> None:
+    sink = TransactionLog()
+    delivery, tracker, answered = setup(sink)
+    delivery.deliver(answered)
+    assert sink.calls == [
+        ("begin",),
+        ("send", "out"),
+        ("send", "out"),
+        ("send", "out"),
+        ("send_offsets", {P0: 7, P1: 3}, "generation-7"),
+        ("commit",),
+    ]
+    assert tracker.outstanding() == 0
+    assert tracker.committable() == {P0: 7, P1: 3}
+
+
+def test_a_failed_commit_aborts_and_rewinds_the_partitions_of_the_batch() -> None:
+    sink = TransactionLog(fail={"commit": KafkaError("coordinator moved")})
+    delivery, tracker, answered = setup(sink)
+    delivery.deliver(answered)
+    assert sink.calls[-1] == ("abort",)
+    assert tracker.rewinds() == {P0: 5, P1: 2}
+
+
+def test_a_batch_whose_partition_was_revoked_meanwhile_is_aborted_not_committed() -> None:
+    sink = TransactionLog()
+    delivery, tracker, answered = setup(sink)
+    tracker.drop([P1])
+    delivery.deliver(answered)
+    assert [c[0] for c in sink.calls] == ["begin", "send", "send", "send", "abort"]
+    assert tracker.rewinds() == {P0: 5}
+
+
+def test_a_fenced_producer_stops_the_worker() -> None:
+    sink = TransactionLog(fail={"send_offsets": ProducerFencedError("newer epoch")})
+    delivery, _, answered = setup(sink)
+    with pytest.raises(FencedError, match="fenced"):
+        delivery.deliver(answered)

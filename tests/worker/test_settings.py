@@ -1,0 +1,65 @@
+"""Worker settings: read from TAGSTREAM_WORKER_*, checked at start, ids derived stably."""
+
+from __future__ import annotations
+
+import pytest
+
+from common.errors import ConfigError
+from common.settings import load
+from worker.settings import WorkerSettings
+from worker.supervisor import slot_environment
+
+
+def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TAGSTREAM_WORKER_PROCESSING_GUARANTEE", "exactly_once")
+    monkeypatch.setenv("TAGSTREAM_WORKER_MAX_BATCH_SIZE", "128")
+    settings = load(WorkerSettings)
+    assert settings.exactly_once
+    assert settings.max_batch_size == 128
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("TAGSTREAM_WORKER_PROCESSING_GUARANTEE", "at_most_once"),
+        ("TAGSTREAM_WORKER_DEVICE", "tpu"),
+        ("TAGSTREAM_WORKER_MAX_BATCH_SIZE", "0"),
+        ("TAGSTREAM_WORKER_MAX_WAIT_MS", "-1"),
+    ],
+)
+def test_a_bad_value_fails_at_start_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError, match=variable):
+        load(WorkerSettings)
+
+
+def test_timeouts_that_contradict_each_other_are_refused() -> None:
+    with pytest.raises(ConfigError, match="heartbeat_interval_ms"):
+        load(WorkerSettings, session_timeout_ms=3000, heartbeat_interval_ms=2000)
+    with pytest.raises(ConfigError, match="revoke_timeout_s"):
+        load(WorkerSettings, session_timeout_ms=6000, revoke_timeout_s=10)
+
+
+def test_settings_are_frozen() -> None:
+    settings = WorkerSettings()
+    with pytest.raises(ValueError, match="frozen"):
+        settings.max_batch_size = 3  # type: ignore[misc]
+
+
+def test_the_transactional_id_is_stable_for_a_given_worker_id() -> None:
+    settings = WorkerSettings(worker_id="slot-2", group_id="g")
+    assert settings.transactional_id() == "tagstream-worker.g.slot-2"
+    assert WorkerSettings(group_instance_id="static-1").resolved_worker_id() == "static-1"
+
+
+def test_each_process_slot_gets_its_own_stable_id_instance_and_port() -> None:
+    settings = WorkerSettings(worker_id="host", group_instance_id="inst", metrics_port=9400)
+    assert slot_environment(settings, 2) == {
+        "TAGSTREAM_WORKER_WORKER_ID": "host-2",
+        "TAGSTREAM_WORKER_GROUP_INSTANCE_ID": "inst-2",
+        "TAGSTREAM_WORKER_METRICS_PORT": "9402",
+    }
+    free_ports = WorkerSettings(worker_id="host", metrics_port=0)
+    assert slot_environment(free_ports, 1) == {"TAGSTREAM_WORKER_WORKER_ID": "host-1"}
