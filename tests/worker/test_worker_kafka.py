@@ -368,6 +368,31 @@ def test_a_worker_killed_mid_stream_loses_nothing(
         assert duplicates == 0
 
 
+def test_exactly_once_holds_across_a_rebalance_when_a_second_worker_joins(
+    kafka_settings: KafkaSettings,
+    topics: Any,
+    toy_model: Path,
+    reader: Callable[..., TopicReader],
+    in_process: Callable[..., InProcess],
+) -> None:
+    """Revocation waits for the open transaction; the joiner starts from committed offsets."""
+    t = topics(4)
+    total = 3000
+    produce(kafka_settings, t["input"], articles(total))
+    predictions = reader(t["output"])
+    eos = {"processing_guarantee": "exactly_once", "model_path": toy_model, "max_batch_size": 16}
+    first = in_process(t, worker_id="first", **eos)
+    wait_until(lambda: len(predictions.ids()) >= 300, 60, "300 predictions by the first worker")
+    second = in_process(t, worker_id="second", **eos)
+    wait_until(lambda: len(predictions.ids()) == total, 120, "every article predicted")
+    first.stop()
+    second.stop()
+    counts = predictions.ids()
+    assert counts == expected_ids(total)  # each exactly once
+    assert {r["worker_id"] for r in predictions.snapshot()} == {"first", "second"}
+    assert first.metric("rebalance_events_total", event="revoked") >= 4
+
+
 def test_a_model_promoted_mid_stream_takes_over_and_a_broken_one_is_refused(
     kafka_settings: KafkaSettings,
     redis_settings: RedisSettings,
