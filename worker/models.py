@@ -6,7 +6,6 @@ import threading
 from pathlib import Path
 from typing import Protocol
 
-from common.errors import TagstreamError
 from common.logging import get_logger
 from common.settings import RedisSettings
 from model.artifact import Artifact
@@ -37,13 +36,11 @@ class Models(Protocol):
 
 
 def classifier(data: bytes, sha256: str | None, version: int, settings: WorkerSettings) -> Model:
-    """Verified bytes -> a warmed-up classifier on the configured device."""
+    """Verified bytes -> a classifier on the configured device (not yet warmed up)."""
     artifact = Artifact.from_bytes(data, sha256)
-    model = Classifier.from_artifact(
+    return Classifier.from_artifact(
         artifact, version=version, device=settings.device, threads=settings.threads
     )
-    model.warm_up()
-    return model
 
 
 class RegistryModels:
@@ -117,13 +114,16 @@ def open_models(
 
 
 def first_model(models: Models, stop: threading.Event) -> Model | None:
-    """The model to start with; while there is none (alias unset, registry unreachable,
-    artifact refused) it says why once and tries again every second. None if stopped."""
+    """The model to start with, warmed up; while there is none (alias unset, registry
+    unreachable, artifact refused or failing) it says why once and tries again every second.
+    None if stopped first."""
     last_reason = None
     while not stop.is_set():
         try:
-            return models.current()
-        except (TagstreamError, OSError) as exc:
+            model = models.current()
+            model.warm_up()
+            return model
+        except Exception as exc:  # a broken alias may be fixed by a promote or rollback
             reason = f"{type(exc).__name__}: {exc}"
             if reason != last_reason:
                 log.warning("no model to serve yet; retrying", error=reason, retry_s=RETRY_S)

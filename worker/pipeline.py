@@ -8,7 +8,7 @@
 
 Queues between the stages are bounded (``batch_queue`` batches, then one scored batch), so
 encoding the next batch and publishing the previous one overlap scoring the current one.
-The poll thread never blocks on the other two: the intake queue has a soft bound (the
+The poll thread never blocks on the other stages: the intake queue has a soft bound (the
 consumer's partitions are paused while it is full, and a poll returns at most
 ``max_poll_records``), so ``poll()`` is called every ``poll_timeout_ms`` and the group
 membership never lapses for lack of polling.

@@ -16,7 +16,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from model.errors import ModelError
 from tests.worker.fakes import POISON, FakeModel, FakeSink, FakeSource, article
+from worker import models
 from worker.inference import Scorer
 from worker.metrics import Metrics
 from worker.offsets import TopicPartition
@@ -278,3 +280,30 @@ def test_the_swapper_thread_loads_the_version_it_is_told_about() -> None:
         wait_until(lambda: slot.version == 2, timeout_s=5)
     finally:
         swapper.stop()
+
+
+class Flaky:
+    """A model source that has nothing to serve for the first ``failures`` calls."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+
+    def current(self) -> FakeModel:
+        if self.failures:
+            self.failures -= 1
+            raise ModelError("alias 'production' is not set")
+        return FakeModel(version=5)
+
+
+def test_a_worker_waits_for_a_model_and_starts_with_the_first_that_loads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(models, "RETRY_S", 0.01)
+    model = models.first_model(Flaky(failures=2), threading.Event())  # type: ignore[arg-type]
+    assert model is not None and model.version == 5
+
+
+def test_waiting_for_a_model_ends_when_the_worker_is_stopped() -> None:
+    stop = threading.Event()
+    threading.Timer(0.05, stop.set).start()
+    assert models.first_model(Flaky(failures=10**6), stop) is None  # type: ignore[arg-type]
