@@ -37,7 +37,7 @@ from trainer.data import EncodedSplit, encode_split, epoch_batches, with_title_c
 from trainer.errors import TrainerError
 from trainer.profiles import TrainingProfile, profile
 from trainer.progress import TrainingProgress
-from trainer.thresholds import DecisionRule, best_global_threshold, tune_rule
+from trainer.thresholds import DecisionRule, best_global_threshold, choose_rule
 
 log = get_logger("trainer.train")
 STOPPING = frozenset({"max_epochs", "patience", "max_seconds"})
@@ -383,8 +383,9 @@ def _package(
     run: _Run, labels: Sequence[str], options: RunOptions, n_train: int, n_validation: int
 ) -> tuple[Artifact, dict[str, float]]:
     scores = _validation_scores(run)
-    rule = tune_rule(scores, run.validation.targets)
+    rule, held_out = choose_rule(scores, run.validation.targets, seed=run.settings.seed)
     metrics = _validation_metrics(scores, run.validation.targets, rule) | {
+        "validation_heldout_micro_f1": round(held_out[rule.name], 4),
         "epochs": float(run.progress.epoch),
         "best_epoch": float(run.progress.best_epoch),
         "train_seconds": round(run.progress.elapsed_seconds, 1),
@@ -395,7 +396,11 @@ def _package(
         thresholds=[round(float(t), 4) for t in rule.thresholds],
         encoder_digest=run.encoder.digest,
         hyperparameters=run.settings.to_dict()
-        | {AT_LEAST_ONE: rule.at_least_one, "glove_used": run.settings.glove and glove.available()},
+        | {
+            AT_LEAST_ONE: rule.at_least_one,
+            "decision_rule": rule.name,
+            "glove_used": run.settings.glove and glove.available(),
+        },
         training_data=TrainingDataSummary(
             train_documents=n_train,
             validation_documents=n_validation,

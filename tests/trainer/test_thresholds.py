@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from trainer.thresholds import best_global_threshold, decide, micro_f1, tune_rule
+from trainer.thresholds import (
+    CANDIDATES,
+    best_global_threshold,
+    choose_rule,
+    decide,
+    fit_candidate,
+    micro_f1,
+    tune_rule,
+)
 
 
 def test_micro_f1_counts_over_all_cells() -> None:
@@ -53,3 +61,28 @@ def test_at_least_one_is_chosen_only_when_it_helps_on_validation() -> None:
     assert rule.at_least_one
     assert micro_f1(truth, rule.apply(scores)) == 1.0
     assert not tune_rule(np.where(truth > 0, 0.9, 0.1).astype(np.float32), truth).at_least_one
+
+
+def test_choose_rule_prefers_what_holds_up_on_unseen_halves() -> None:
+    """Per-label thresholds fitted to noise look better in-sample; choose_rule sees through it."""
+    rng = np.random.default_rng(3)
+    truth = (rng.random((300, 30)) < 0.1).astype(np.float32)
+    scores = np.clip(truth * 0.3 + rng.normal(0.35, 0.12, truth.shape), 0, 1).astype(np.float32)
+    rule, held_out = choose_rule(scores, truth, min_positives=4)
+    assert set(held_out) == {c.name for c in CANDIDATES}
+    assert rule.name == max(held_out, key=lambda name: held_out[name]) == "global"
+    in_sample = {
+        c.name: micro_f1(truth, fit_candidate(scores, truth, c, min_positives=4).apply(scores))
+        for c in CANDIDATES
+    }
+    assert in_sample["per_label"] > in_sample["global"]
+
+
+def test_choose_rule_keeps_per_label_thresholds_when_labels_really_differ() -> None:
+    rng = np.random.default_rng(0)
+    truth = (rng.random((400, 2)) < 0.3).astype(np.float32)
+    first = np.where(truth[:, :1] > 0, 0.8, 0.6) + rng.normal(0, 0.02, (400, 1))
+    scores = np.hstack([first, np.where(truth[:, 1:] > 0, 0.3, 0.1)]).astype(np.float32)
+    rule, _ = choose_rule(scores, truth)
+    assert rule.name.startswith("per_label")
+    assert micro_f1(truth, rule.apply(scores)) == 1.0
