@@ -44,6 +44,9 @@ class WorkerSettings(BaseSettings):
     commit_every_messages: int = Field(default=5000, ge=1)
     """...or as soon as this many more messages are acknowledged."""
     transactional_id_prefix: str = Field(default="tagstream-worker", min_length=1)
+    transaction_retry_backoff_ms: int = Field(default=10, ge=1, le=10_000)
+    """Exactly-once: wait before retrying a transactional request (kafka-python's default is
+    100 ms, which a transaction often pays once while the previous one completes)."""
     dlq_max_payload_bytes: int = Field(default=256 * 1024, ge=0)
     """A dead letter keeps at most this much of the original message (base64 grows it 4/3)."""
 
