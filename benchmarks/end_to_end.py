@@ -23,7 +23,7 @@ from benchmarks.models import renamed
 from benchmarks.plan import Plan
 from benchmarks.stats import Spread, percentiles, rate
 from benchmarks.streams import Collector, Topics, messages, producer, send
-from benchmarks.workers import WorkerProcess, mean_between
+from benchmarks.workers import WorkerGroup, WorkerProcess, mean_between
 from schemas import Article
 
 PARTITIONS = 4
@@ -52,6 +52,8 @@ class GuaranteeResult:
     mean_batch_ms: float
     padding_ratio: float
     """Mean over batches of the worker's padding-ratio metric, during the bursts."""
+    cpu_cores: float
+    """CPU seconds the lane's workers used per second of their bursts."""
     loads: list[LoadResult]
 
 
@@ -60,8 +62,11 @@ class EndToEnd:
     guarantees: list[GuaranteeResult]
     scale_out: dict[int, Spread]
     """Articles/s by number of worker processes, on one topic of 4 partitions."""
+    scale_out_cores: dict[int, float]
     serving_peak_rss_bytes: int
     """Of the at-least-once worker, after its bursts and loads."""
+    replaced_workers: int
+    """Workers that did not get their partitions and were started again (see WorkerGroup)."""
 
 
 @dataclass
@@ -70,12 +75,15 @@ class Lane:
 
     name: str
     input_topic: str
-    workers: list[WorkerProcess]
+    group: WorkerGroup
     collector: Collector
 
+    @property
+    def workers(self) -> list[WorkerProcess]:
+        return self.group.workers
+
     def close(self) -> None:
-        for worker in self.workers:
-            worker.stop()
+        self.group.stop()
         self.collector.close()
 
 
@@ -105,24 +113,25 @@ def lanes(topics: Topics, plan: Plan, model_path: Path, log_dir: Path) -> Iterat
         for name, count in LANES.items():
             settings = lane_settings(topics, plan, model_path, name)
             collector = Collector(topics.settings, settings["output_topic"])
-            lane = Lane(name, settings["input_topic"], [], collector)
+            group = WorkerGroup(name, topics.settings, settings, log_dir, PARTITIONS)
+            lane = Lane(name, settings["input_topic"], group, collector)
             stack.callback(lane.close)
-            lane.workers = [
-                WorkerProcess.start(f"{name}-{i}", topics.settings, settings, log_dir)
-                for i in range(count)
-            ]
+            group.start(count)
             ready[name] = lane
         for lane in ready.values():
-            for worker in lane.workers:
-                worker.wait_ready(PARTITIONS // len(lane.workers))
+            lane.group.wait_ready()
         yield ready
 
 
 def burst(lane: Lane, sender: KafkaProducer, batch: Sequence[Article]) -> float:
-    """Articles/s from the first message sent to the last prediction received."""
+    """Seconds from the first message sent to the last prediction received."""
     sent = send(sender, lane.input_topic, messages(batch))
     received = lane.collector.wait_for(list(sent), timeout_s=60 + len(batch) / 20)
-    return rate(len(batch), max(received.values()) - min(sent.values()))
+    return max(received.values()) - min(sent.values())
+
+
+def cpu_seconds(lane: Lane) -> float:
+    return sum(worker.cpu_seconds() for worker in lane.workers)
 
 
 def maximum(
@@ -131,18 +140,20 @@ def maximum(
     """Bursts taking turns between the lanes: articles/s and the first workers' batch metrics."""
     for name, lane in ready.items():
         burst(lane, sender, renamed(articles, min(200, plan.burst), f"{name}-warm"))
-    rates: dict[str, list[float]] = {name: [] for name in ready}
+    seconds: dict[str, list[float]] = {name: [] for name in ready}
     before = {name: lane.workers[0].metrics() for name, lane in ready.items()}
+    cpu = {name: cpu_seconds(lane) for name, lane in ready.items()}
     for repeat in range(plan.repeats):
         for name, lane in ready.items():
             batch = renamed(articles, plan.burst, f"{name}-{repeat}")
-            rates[name].append(burst(lane, sender, batch))
+            seconds[name].append(burst(lane, sender, batch))
     result = {}
     for name, lane in ready.items():
         after = lane.workers[0].metrics()
         result[name] = GuaranteeResult(
             guarantee=name,
-            max_per_s=Spread.of(rates[name]),
+            max_per_s=Spread.of([rate(plan.burst, s) for s in seconds[name]]),
+            cpu_cores=(cpu_seconds(lane) - cpu[name]) / sum(seconds[name]),
             mean_batch_articles=mean_between(after, before[name], "batch_articles"),
             mean_batch_ms=1000 * mean_between(after, before[name], "inference_seconds"),
             padding_ratio=mean_between(after, before[name], "padding_ratio"),
@@ -199,10 +210,13 @@ def run(
                 top = results[name].max_per_s.median
                 results[name].loads.extend(under_load(ready[name], sender, articles, top, plan))
             peak = ready["at_least_once"].workers[0].peak_rss_bytes()
+            replaced = sum(lane.group.replaced for lane in ready.values())
     finally:
         sender.close()
     return EndToEnd(
         guarantees=[results["at_least_once"], results["exactly_once"]],
         scale_out={1: results["at_least_once"].max_per_s, 2: results["scale_out"].max_per_s},
+        scale_out_cores={1: results["at_least_once"].cpu_cores, 2: results["scale_out"].cpu_cores},
         serving_peak_rss_bytes=peak,
+        replaced_workers=replaced,
     )

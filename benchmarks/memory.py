@@ -14,7 +14,7 @@ from pathlib import Path
 from benchmarks.models import BenchModel, renamed
 from benchmarks.plan import Plan
 from benchmarks.streams import Topics, fill, messages
-from benchmarks.workers import WorkerProcess
+from benchmarks.workers import WorkerGroup, WorkerProcess
 from schemas import Article
 
 
@@ -52,27 +52,29 @@ def wait_published(worker: WorkerProcess, count: int, timeout_s: float = 180.0) 
 
 def measure(
     topics: Topics, models: list[BenchModel], articles: list[Article], plan: Plan, log_dir: Path
-) -> list[MemoryRow]:
+) -> tuple[list[MemoryRow], int]:
+    """A row per model, and how many workers had to be replaced (see WorkerGroup)."""
     for name in ("memory.in", "memory.out", "memory.dlq"):
         topics.create(name)
     batch = renamed(articles, plan.memory_messages, "memory")
     fill(topics.settings, topics.name("memory.in"), messages(batch))
-    workers = [
-        WorkerProcess.start(
+    groups = [
+        WorkerGroup(
             f"memory-{m.name}", topics.settings, settings(topics, m.write(log_dir), m.name), log_dir
-        )
+        ).start(1)
         for m in models
     ]
     try:
         peaks = []
-        for worker in workers:
-            worker.wait_ready()
-            wait_published(worker, plan.memory_messages)
-            peaks.append(worker.peak_rss_bytes())
+        for group in groups:
+            group.wait_ready()
+            wait_published(group.workers[0], plan.memory_messages)
+            peaks.append(group.workers[0].peak_rss_bytes())
     finally:
-        for worker in workers:
-            worker.stop()
-    return [
+        for group in groups:
+            group.stop()
+    rows = [
         MemoryRow(m.name, m.trained, m.parameters, len(m.data), peak)
         for m, peak in zip(models, peaks, strict=True)
     ]
+    return rows, sum(group.replaced for group in groups)

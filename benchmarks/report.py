@@ -36,6 +36,11 @@ def ratio(numerator: float, denominator: float) -> float:
     return numerator / denominator if denominator else 0.0
 
 
+def model_busy(g: GuaranteeResult) -> float:
+    """Share of the bursts' wall time the worker spent in inference."""
+    return ratio(g.max_per_s.median * g.mean_batch_ms, 1000 * g.mean_batch_articles)
+
+
 def latency_target(results: Results, name: str) -> Target:
     g = guarantee(results, name)
     half = min(g.loads, key=lambda load: abs(load.fraction - 0.5))
@@ -117,6 +122,11 @@ def header(results: Results) -> str:
                         f"{results.max_tokens})",
                     ],
                     ["Kafka", "Apache Kafka 4.3.1 (KRaft, one local broker), kafka-python"],
+                    [
+                        "workers replaced",
+                        f"{results.replaced_workers} (stuck joining their group; see "
+                        "`benchmarks/workers.py` `WorkerGroup`)",
+                    ],
                 ],
             ),
             "",
@@ -190,6 +200,8 @@ def end_to_end_section(results: Results, images: str) -> str:
             g.max_per_s.text(),
             f"{g.mean_batch_articles:.1f}",
             f"{g.mean_batch_ms:.1f}",
+            f"{100 * model_busy(g):.0f} %",
+            f"{g.cpu_cores:.2f}",
             f"{100 * g.padding_ratio:.1f} %",
         ]
         for g in results.end_to_end.guarantees
@@ -213,16 +225,26 @@ def end_to_end_section(results: Results, images: str) -> str:
         [
             "## 3. End to end: one worker",
             "",
-            f"`tagstream worker run` as a child process (model from a file, CPU, 1 torch "
-            f"thread, `max_batch_size` {plan.worker_batch_size}, `max_wait_ms` "
+            "`python -m worker` (= `tagstream worker run`) as a child process (model from a "
+            f"file, CPU, 1 torch thread, `max_batch_size` {plan.worker_batch_size}, `max_wait_ms` "
             f"{plan.max_wait_ms:.0f}), input and output topics of 4 partitions. Maximum: bursts "
             f"of {plan.burst:,} articles sent at once, articles/s from the first sent to the "
             "last prediction received by a `read_committed` consumer (in this process, "
             "`fetch_max_wait_ms` 10); the lanes' bursts take turns. Batch figures come from the "
-            "worker's Prometheus metrics.",
+            "worker's Prometheus metrics; model busy = the share of the bursts' time spent in "
+            "inference; worker CPU = the worker process's CPU seconds per second of its bursts "
+            "(from `/proc`).",
             "",
             table(
-                ["guarantee", "articles/s", "articles/batch", "ms/batch (inference)", "padding"],
+                [
+                    "guarantee",
+                    "articles/s",
+                    "articles/batch",
+                    "ms/batch (inference)",
+                    "model busy",
+                    "worker CPU (cores)",
+                    "padding",
+                ],
                 maxima,
             ),
             "",
@@ -263,8 +285,10 @@ def naive_section(results: Results) -> str:
 
 def scale_section(results: Results, images: str) -> str:
     scale = results.end_to_end.scale_out
+    cores = results.end_to_end.scale_out_cores
     rows = [
-        [n, s.text(), f"{ratio(s.median, scale[1].median):.2f} ×"] for n, s in sorted(scale.items())
+        [n, s.text(), f"{ratio(s.median, scale[1].median):.2f} ×", f"{cores[n]:.2f}"]
+        for n, s in sorted(scale.items())
     ]
     return "\n".join(
         [
@@ -275,7 +299,7 @@ def scale_section(results: Results, images: str) -> str:
             "(2 + 2 partitions); their bursts took turns with section 3's. On "
             f"{results.machine.cores} cores shared with the broker and the benchmark itself.",
             "",
-            table(["workers", "articles/s", "vs one"], rows),
+            table(["workers", "articles/s", "vs one", "workers' CPU (cores)"], rows),
             "",
             f"![throughput]({images}/benchmarks-throughput.png)",
         ]

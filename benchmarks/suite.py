@@ -42,6 +42,8 @@ class Results:
     naive: Spread
     end_to_end: end_to_end.EndToEnd
     memory: list[memory.MemoryRow]
+    replaced_workers: int
+    """Workers started again after hanging while joining their group (see WorkerGroup)."""
     seconds: float
 
 
@@ -109,7 +111,7 @@ def run(plan: Plan, command: str) -> Results:
             "3, 5. end to end and scale-out",
             lambda: end_to_end.run(topics, plan, path, corpus_articles, directory),
         )
-        peaks = progress.step(
+        peaks, replaced = progress.step(
             "6. memory",
             lambda: memory.measure(
                 topics, size_variants(plan.model_sizes), corpus_articles, plan, directory
@@ -133,5 +135,6 @@ def run(plan: Plan, command: str) -> Results:
         naive=naive,
         end_to_end=e2e,
         memory=peaks,
+        replaced_workers=replaced + e2e.replaced_workers,
         seconds=progress.elapsed(),
     )

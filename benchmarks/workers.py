@@ -1,5 +1,6 @@
-"""Worker processes under test: ``tagstream worker run`` as a child, its /readyz, its
-Prometheus metrics and its peak resident memory."""
+"""Worker processes under test: ``python -m worker`` as a child (the entry point of
+``tagstream worker run`` that ``--processes`` starts too, without loading the rest of the CLI),
+its /readyz, its Prometheus metrics and its peak resident memory."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -20,6 +21,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from common.settings import KafkaSettings
 
 PREFIX = "tagstream_worker_"
+JOIN_TIMEOUT_S = 40.0
+"""A worker not holding its partitions this long after starting is replaced (see WorkerGroup)."""
+QUICK_GROUP_SETTINGS = {"session_timeout_ms": "10000", "revoke_timeout_s": "5"}
+"""A member that vanishes is noticed in 10 s rather than 45 s; throughput does not change."""
 
 
 def free_port() -> int:
@@ -30,7 +35,7 @@ def free_port() -> int:
 
 @dataclass
 class WorkerProcess:
-    """One ``tagstream worker run`` child with its settings in ``TAGSTREAM_WORKER_*``."""
+    """One worker child process with its settings in ``TAGSTREAM_WORKER_*``."""
 
     name: str
     process: subprocess.Popen[bytes]
@@ -51,7 +56,7 @@ class WorkerProcess:
         log = log_dir / f"{name}.log"
         with log.open("wb") as out:
             process = subprocess.Popen(
-                [sys.executable, "-m", "tagstream", "worker", "run"],
+                [sys.executable, "-m", "worker"],
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -102,6 +107,12 @@ class WorkerProcess:
                 return int(line.split()[1]) * 1024
         return 0
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the process has used so far."""
+        stat = Path(f"/proc/{self.process.pid}/stat").read_text()
+        fields = stat[stat.rfind(")") + 2 :].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self, timeout_s: float = 30.0) -> int:
         """SIGTERM (a graceful drain), then SIGKILL after ``timeout_s``; the exit status."""
         if self.process.poll() is None:
@@ -116,6 +127,63 @@ class WorkerProcess:
     def tail(self, lines: int = 20) -> str:
         text = self.log.read_text(errors="replace").splitlines()
         return "\n".join(text[-lines:])
+
+
+@dataclass
+class WorkerGroup:
+    """Worker processes sharing one consumer group, started together.
+
+    kafka-python 3.0.12 sometimes leaves a consumer blocked forever inside ``poll()`` while it
+    joins a fresh group (main thread waiting in ``Fetcher.send_fetches`` for its IO thread);
+    the group then waits for that member and nothing is consumed. So that one such hang does
+    not sink a whole run, members that are not ready after ``JOIN_TIMEOUT_S`` are killed and
+    started again; ``replaced`` counts them and the report says so.
+    """
+
+    name: str
+    kafka: KafkaSettings
+    settings: dict[str, str]
+    log_dir: Path
+    partitions: int | None = None
+    """Of the input topic: each member waits for its share; None: any assignment."""
+    workers: list[WorkerProcess] = field(default_factory=list)
+    replaced: int = 0
+
+    def start(self, count: int) -> WorkerGroup:
+        self.workers = [self._worker(i) for i in range(count)]
+        return self
+
+    def _worker(self, index: int) -> WorkerProcess:
+        name = f"{self.name}-{index}" + (f"-r{self.replaced}" if self.replaced else "")
+        settings = QUICK_GROUP_SETTINGS | self.settings
+        return WorkerProcess.start(name, self.kafka, settings, self.log_dir)
+
+    def wait_ready(self, attempts: int = 3) -> None:
+        """Until every member holds its share of the partitions, replacing stuck members."""
+        share = self.partitions // len(self.workers) if self.partitions else None
+        for _ in range(attempts):
+            stuck = [i for i, w in enumerate(self.workers) if not ready(w, share)]
+            if not stuck:
+                return
+            for index in stuck:
+                print(f"replacing stuck worker {self.workers[index].name}", file=sys.stderr)
+                self.workers[index].process.kill()
+                self.workers[index].process.wait()
+                self.replaced += 1
+                self.workers[index] = self._worker(index)
+        raise TimeoutError(f"workers of {self.name} not ready after {attempts} attempts")
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+
+
+def ready(worker: WorkerProcess, partitions: int | None) -> bool:
+    try:
+        worker.wait_ready(partitions, JOIN_TIMEOUT_S)
+    except TimeoutError:
+        return False
+    return True
 
 
 def delta(after: dict[str, float], before: dict[str, float], name: str) -> float:
