@@ -249,7 +249,7 @@ def end_to_end_section(results: Results, images: str) -> str:
             ),
             "",
             f"Latency under a steady offered load of 25, 50 and 75 % of each guarantee's own "
-            f"maximum, {plan.load_seconds:.0f} s each, from the input message's timestamp to "
+            f"maximum, {plan.load_seconds:g} s each, from the input message's timestamp to "
             "the prediction's arrival (ms):",
             "",
             table(
