@@ -19,6 +19,7 @@ unless ``TAGSTREAM_KAFKA_BOOTSTRAP`` is set. Every run reports its median and sp
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import os
 import platform
 import statistics
@@ -145,10 +146,13 @@ def end_to_end(
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
     m = worker.metrics
-    first = wait_for(lambda: total(m.consumed) > 0)
+    first = wait_for(lambda: total(m.consumed) > 0, timeout_s=120)
     last = wait_for(lambda: total(m.predictions) + total(m.dead_letters) >= len(data))
     worker.stop()
     thread.join(timeout=60)
+    if thread.is_alive():
+        faulthandler.dump_traceback(all_threads=True)
+        raise RuntimeError("the worker did not stop")
     return len(data) / (last - first)
 
 
@@ -157,6 +161,7 @@ def wait_for(condition: Callable[[], bool], timeout_s: float = 600) -> float:
     pause = threading.Event()
     while not condition():
         if time.monotonic() > deadline:
+            faulthandler.dump_traceback(all_threads=True)
             raise TimeoutError("the worker did not finish in time")
         pause.wait(0.002)
     return time.perf_counter()
@@ -177,7 +182,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    configure("WARNING")
+    configure("INFO", json=True)  # the worker's log lines go to stderr
     torch.set_num_threads(args.threads)
     reuters = corpus.load()
     artifact = build_artifact(args.profile, [a.text for a in reuters.train], reuters.labels)

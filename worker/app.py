@@ -24,8 +24,8 @@ from typing import Any, Self
 import structlog
 
 from common.kafka import admin_client
-from common.logging import get_logger
-from common.settings import KafkaSettings, RedisSettings
+from common.logging import configure, get_logger
+from common.settings import KafkaSettings, RedisSettings, load
 from model.settings import RegistrySettings
 from worker.consumer import KafkaSource
 from worker.errors import WorkerError
@@ -36,6 +36,7 @@ from worker.models import first_model, open_models
 from worker.pipeline import Pipeline
 from worker.publisher import KafkaSink
 from worker.settings import WorkerSettings
+from worker.supervisor import supervise
 from worker.swap import ModelSlot, Swapper
 
 log = get_logger("worker.app")
@@ -225,3 +226,13 @@ def total(metric: Any) -> int:
             if sample.name.endswith("_total")
         )
     )
+
+
+def main(processes: int = 1) -> int:
+    """Load the settings, then run one worker here or supervise ``processes`` of them."""
+    settings = load(WorkerSettings)
+    configure(settings.log_level)
+    if processes > 1:
+        return supervise(settings, processes)
+    Worker(settings, load(KafkaSettings), load(RedisSettings), load(RegistrySettings)).run()
+    return 0

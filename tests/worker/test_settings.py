@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 
 from common.errors import ConfigError
 from common.settings import load
+from worker import app
 from worker.settings import WorkerSettings
 from worker.supervisor import slot_environment
 
@@ -63,3 +66,19 @@ def test_each_process_slot_gets_its_own_stable_id_instance_and_port() -> None:
     }
     free_ports = WorkerSettings(worker_id="host", metrics_port=0)
     assert slot_environment(free_ports, 1) == {"TAGSTREAM_WORKER_WORKER_ID": "host-1"}
+
+
+def test_the_first_signal_asks_for_a_drain_and_the_second_exits_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    exits: list[int] = []
+    monkeypatch.setattr(app.os, "_exit", exits.append)  # the real one would end pytest
+    stops: list[str] = []
+    before = signal.getsignal(signal.SIGTERM)
+    with app.Signals(lambda: stops.append("drain")):
+        signal.raise_signal(signal.SIGTERM)
+        assert stops == ["drain"]
+        assert exits == []
+        signal.raise_signal(signal.SIGINT)
+        assert exits == [128 + signal.SIGINT]
+    assert signal.getsignal(signal.SIGTERM) == before  # handlers restored on exit
