@@ -12,7 +12,7 @@ offered on a steady schedule for ``load_seconds``, with the two-worker lane stop
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +67,8 @@ class EndToEnd:
     """Of the at-least-once worker, after its bursts and loads."""
     replaced_workers: int
     """Workers that did not get their partitions and were started again (see WorkerGroup)."""
+    model_only: Spread
+    """The worker's scoring path in this process, timed between the bursts (articles/s)."""
 
 
 @dataclass
@@ -135,18 +137,25 @@ def cpu_seconds(lane: Lane) -> float:
 
 
 def maximum(
-    ready: dict[str, Lane], sender: KafkaProducer, articles: list[Article], plan: Plan
-) -> dict[str, GuaranteeResult]:
-    """Bursts taking turns between the lanes: articles/s and the first workers' batch metrics."""
+    ready: dict[str, Lane],
+    sender: KafkaProducer,
+    articles: list[Article],
+    plan: Plan,
+    reference: Callable[[], float],
+) -> tuple[dict[str, GuaranteeResult], Spread]:
+    """Bursts taking turns between the lanes, and a ``reference`` timing after each round:
+    per lane articles/s and the first worker's batch metrics; the reference's spread."""
     for name, lane in ready.items():
         burst(lane, sender, renamed(articles, min(200, plan.burst), f"{name}-warm"))
     seconds: dict[str, list[float]] = {name: [] for name in ready}
     before = {name: lane.workers[0].metrics() for name, lane in ready.items()}
     cpu = {name: cpu_seconds(lane) for name, lane in ready.items()}
+    references = []
     for repeat in range(plan.repeats):
         for name, lane in ready.items():
             batch = renamed(articles, plan.burst, f"{name}-{repeat}")
             seconds[name].append(burst(lane, sender, batch))
+        references.append(reference())
     result = {}
     for name, lane in ready.items():
         after = lane.workers[0].metrics()
@@ -159,7 +168,7 @@ def maximum(
             padding_ratio=mean_between(after, before[name], "padding_ratio"),
             loads=[],
         )
-    return result
+    return result, Spread.of(references)
 
 
 def offered(
@@ -198,13 +207,19 @@ def under_load(
 
 
 def run(
-    topics: Topics, plan: Plan, model_path: Path, articles: list[Article], log_dir: Path
+    topics: Topics,
+    plan: Plan,
+    model_path: Path,
+    articles: list[Article],
+    log_dir: Path,
+    reference: Callable[[], float],
 ) -> EndToEnd:
-    """Sections 3 and 5 of the report (see the module docstring)."""
+    """Sections 3 and 5 of the report (see the module docstring); ``reference`` times the
+    model alone at the workers' batch settings, once per round of bursts."""
     sender = producer(topics.settings)
     try:
         with lanes(topics, plan, model_path, log_dir) as ready:
-            results = maximum(ready, sender, articles, plan)
+            results, model_only = maximum(ready, sender, articles, plan, reference)
             ready["scale_out"].close()
             for name in ("at_least_once", "exactly_once"):
                 top = results[name].max_per_s.median
@@ -219,4 +234,5 @@ def run(
         scale_out_cores={1: results["at_least_once"].cpu_cores, 2: results["scale_out"].cpu_cores},
         serving_peak_rss_bytes=peak,
         replaced_workers=replaced,
+        model_only=model_only,
     )

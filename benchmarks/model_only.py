@@ -104,22 +104,27 @@ def measure(model: Classifier, token_ids: Sequence[list[int]], plan: Plan) -> li
     ]
 
 
+def worker_path_once(
+    model: Classifier, token_ids: Sequence[list[int]], plan: Plan
+) -> tuple[float, float]:
+    """Articles/s and padding ratio of the worker's scoring path (``Scorer`` with its
+    ``bucket_size`` = ``max_batch_size``) on full batches of ``plan.worker_batch_size``."""
+    scorer = Scorer(plan.worker_batch_size)
+    batches = chunks(token_ids, plan.worker_batch_size, max(plan.model_articles, 256))
+    started = time.perf_counter()
+    scored = [scorer.score(model, batch) for batch in batches]
+    elapsed = time.perf_counter() - started
+    real = sum(s.real_tokens for s in scored)
+    padded = sum(s.padded_tokens for s in scored)
+    return rate(sum(len(b) for b in batches), elapsed), 1.0 - real / padded
+
+
 def worker_path_rate(
     model: Classifier, token_ids: Sequence[list[int]], plan: Plan
 ) -> tuple[Spread, float]:
-    """Articles/s and padding ratio of the worker's scoring path (``Scorer`` with its default
-    bucket size) on full batches of ``plan.worker_batch_size``."""
-    scorer = Scorer(plan.worker_batch_size)
-    batches = chunks(token_ids, plan.worker_batch_size, max(plan.model_articles, 256))
-    count = sum(len(b) for b in batches)
-    rates, scored = [], []
-    for _ in range(plan.repeats):
-        started = time.perf_counter()
-        scored = [scorer.score(model, batch) for batch in batches]
-        rates.append(rate(count, time.perf_counter() - started))
-    real = sum(s.real_tokens for s in scored)
-    padded = sum(s.padded_tokens for s in scored)
-    return Spread.of(rates), 1.0 - real / padded
+    """:func:`worker_path_once` ``plan.repeats`` times: articles/s and the padding ratio."""
+    runs = [worker_path_once(model, token_ids, plan) for _ in range(plan.repeats)]
+    return Spread.of([r for r, _ in runs]), runs[-1][1]
 
 
 def encode_rate(model: Classifier, texts: Sequence[str], repeats: int) -> Spread:

@@ -50,7 +50,7 @@ def throughput_plot(results: Results, path: Path) -> None:
         ("naive loop", results.naive),
         *[(f"1 worker, {g.guarantee.replace('_', '-')}", g.max_per_s) for g in e2e.guarantees],
         ("2 workers, at-least-once", e2e.scale_out[2]),
-        (f"model only, batch {results.plan.worker_batch_size}", results.worker_path),
+        (f"model only, batch {results.plan.worker_batch_size}", e2e.model_only),
         ("client ceiling (decode only)", results.ceiling),
     ]
     figure, axes = plt.subplots(figsize=(7, 4))

@@ -57,15 +57,16 @@ def latency_target(results: Results, name: str) -> Target:
 def targets(results: Results) -> list[Target]:
     alo = guarantee(results, "at_least_once")
     eos = guarantee(results, "exactly_once")
-    vs_model = ratio(alo.max_per_s.median, results.worker_path.median)
+    reference = results.end_to_end.model_only
+    vs_model = ratio(alo.max_per_s.median, reference.median)
     vs_naive = ratio(alo.max_per_s.median, results.naive.median)
     eos_share = ratio(eos.max_per_s.median, alo.max_per_s.median)
     return [
         Target(
             "end to end vs model only (same batch settings)",
             "≥ 0.9 ×",
-            f"{vs_model:.2f} × ({alo.max_per_s.median:,.0f} vs "
-            f"{results.worker_path.median:,.0f} articles/s)",
+            f"{vs_model:.2f} × ({alo.max_per_s.median:,.0f} vs {reference.median:,.0f} "
+            "articles/s, timed between the bursts)",
             vs_model >= 0.9,
         ),
         Target(
@@ -247,6 +248,10 @@ def end_to_end_section(results: Results, images: str) -> str:
                 ],
                 maxima,
             ),
+            "",
+            f"The model alone at the same batch settings (section 1's worker path), timed in "
+            f"the benchmark process after each round of bursts: "
+            f"{results.end_to_end.model_only.text()} articles/s.",
             "",
             f"Latency under a steady offered load of 25, 50 and 75 % of each guarantee's own "
             f"maximum, {plan.load_seconds:g} s each, from the input message's timestamp to "

@@ -109,7 +109,14 @@ def run(plan: Plan, command: str) -> Results:
         path = serving.write(directory)
         e2e = progress.step(
             "3, 5. end to end and scale-out",
-            lambda: end_to_end.run(topics, plan, path, corpus_articles, directory),
+            lambda: end_to_end.run(
+                topics,
+                plan,
+                path,
+                corpus_articles,
+                directory,
+                lambda: model_only.worker_path_once(model, token_ids, plan)[0],
+            ),
         )
         peaks, replaced = progress.step(
             "6. memory",

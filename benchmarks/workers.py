@@ -166,7 +166,6 @@ class WorkerGroup:
             if not stuck:
                 return
             for index in stuck:
-                print(f"replacing stuck worker {self.workers[index].name}", file=sys.stderr)
                 self.workers[index].process.kill()
                 self.workers[index].process.wait()
                 self.replaced += 1
@@ -179,9 +178,11 @@ class WorkerGroup:
 
 
 def ready(worker: WorkerProcess, partitions: int | None) -> bool:
+    """Whether ``worker`` holds its partitions within ``JOIN_TIMEOUT_S`` (else says why)."""
     try:
         worker.wait_ready(partitions, JOIN_TIMEOUT_S)
-    except TimeoutError:
+    except TimeoutError as exc:
+        print(f"replacing worker {worker.name}: {str(exc).splitlines()[0]}", file=sys.stderr)
         return False
     return True
 
