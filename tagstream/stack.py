@@ -341,8 +341,15 @@ def _server_properties(data_dir: Path, port: int, controller_port: int, sasl_por
 
 
 def _cluster_id() -> str:
-    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding.
+
+    Never one that starts with ``-``, which the storage tool would read as an option (one id
+    in 64 did; Kafka's own ``Uuid.randomUuid`` skips those too).
+    """
+    cluster_id = "-"
+    while cluster_id.startswith("-"):
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    return cluster_id
 
 
 _children: dict[int, subprocess.Popen[bytes]] = {}
