@@ -451,6 +451,8 @@ def test_sigterm_drains_commits_and_ends_with_a_summary(
         group_id,
         model_path=str(toy_model),
         max_batch_size="1",
+        max_poll_records="50",
+        intake_chunks="2",
         commit_interval_ms="60000",
         commit_every_messages="1000000",
     )
