@@ -42,6 +42,24 @@ def produce(
     return count
 
 
+def produce_steadily(
+    kafka: KafkaSettings, topic: str, values: list[tuple[bytes | None, bytes | None]], rate: float
+) -> None:
+    """Send ``values`` at about ``rate`` messages per second (in slices of 50 ms)."""
+    producer = KafkaProducer(**kafka.client_config(), acks="all", linger_ms=5)
+    started = time.monotonic()
+    pause = threading.Event()
+    try:
+        for sent, (key, value) in enumerate(values):
+            producer.send(topic, key=key, value=value)
+            ahead = started + sent / rate - time.monotonic()
+            if ahead > 0.05:
+                pause.wait(ahead)
+        producer.flush(timeout=30)
+    finally:
+        producer.close(timeout=5)
+
+
 class TopicReader:
     """Reads a whole topic from the beginning in a background thread (JSON values)."""
 

@@ -29,6 +29,7 @@ from tests.worker.kafka_tools import (
     WorkerProcess,
     committed_offsets,
     produce,
+    produce_steadily,
     wait_until,
 )
 from worker.app import Worker
@@ -375,16 +376,21 @@ def test_exactly_once_holds_across_a_rebalance_when_a_second_worker_joins(
     reader: Callable[..., TopicReader],
     in_process: Callable[..., InProcess],
 ) -> None:
-    """Revocation waits for the open transaction; the joiner starts from committed offsets."""
+    """Articles keep arriving while a second worker joins: revocation waits for the open
+    transaction, the joiner starts from committed offsets, nothing is read twice."""
     t = topics(4)
-    total = 3000
-    produce(kafka_settings, t["input"], articles(total))
+    total = 2400
+    feed = threading.Thread(
+        target=produce_steadily, args=(kafka_settings, t["input"], articles(total), 400.0)
+    )
+    feed.start()
     predictions = reader(t["output"])
     eos = {"processing_guarantee": "exactly_once", "model_path": toy_model, "max_batch_size": 16}
     first = in_process(t, worker_id="first", **eos)
     wait_until(lambda: len(predictions.ids()) >= 300, 60, "300 predictions by the first worker")
     second = in_process(t, worker_id="second", **eos)
     wait_until(lambda: len(predictions.ids()) == total, 120, "every article predicted")
+    feed.join()
     first.stop()
     second.stop()
     counts = predictions.ids()
