@@ -113,6 +113,11 @@ def header(results: Results) -> str:
                     ["mode", f"{plan.mode} ({plan.repeats} repeats; {results.seconds:.0f} s)"],
                     ["date", m.date],
                     ["CPU", f"{m.cpu}, {m.cores} cores, {m.memory_gib} GiB"],
+                    [
+                        "load average",
+                        f"{results.load_average[0]:.1f} at the start, "
+                        f"{results.load_average[1]:.1f} at the end (1 minute, all processes)",
+                    ],
                     ["GPU", m.gpu],
                     ["software", f"Python {m.python}, torch {m.torch}, commit `{m.commit}`"],
                     ["model", f"{model}; {results.model_parameters:,} parameters"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 import time
@@ -44,6 +45,8 @@ class Results:
     memory: list[memory.MemoryRow]
     replaced_workers: int
     """Workers started again after hanging while joining their group (see WorkerGroup)."""
+    load_average: tuple[float, float]
+    """The 1-minute load average at the start and at the end of the run."""
     seconds: float
 
 
@@ -52,6 +55,7 @@ class Progress:
 
     def __init__(self) -> None:
         self.started = time.monotonic()
+        self.load_at_start = os.getloadavg()[0]
 
     def step(self, what: str, action: Callable[[], T]) -> T:
         print(f"[{self.elapsed():5.0f} s] {what}", file=sys.stderr, flush=True)
@@ -143,5 +147,6 @@ def run(plan: Plan, command: str) -> Results:
         end_to_end=e2e,
         memory=peaks,
         replaced_workers=replaced + e2e.replaced_workers,
+        load_average=(progress.load_at_start, os.getloadavg()[0]),
         seconds=progress.elapsed(),
     )
