@@ -37,6 +37,8 @@ class Source(Protocol):
 
     def subscribe(self, topic: str, handler: RebalanceHandler) -> None: ...
 
+    def resubscribe(self) -> None: ...
+
     def poll(self, timeout_ms: int) -> list[Record]: ...
 
     def assignment(self) -> set[TopicPartition]: ...
@@ -105,9 +107,20 @@ class KafkaSource:
         self._consumer = KafkaConsumer(**config)
         self._commit_timeout_ms = min(settings.session_timeout_ms, 10_000)
         self._last_offsets: dict[TopicPartition, int] = {}
+        self._topic = ""
+        self._listener: _Listener | None = None
 
     def subscribe(self, topic: str, handler: RebalanceHandler) -> None:
-        self._consumer.subscribe([topic], listener=_Listener(handler))
+        # With the topic's metadata known before the first JoinGroup, the leader assigns
+        # partitions in the first round instead of a second one.
+        self._consumer.partitions_for_topic(topic)
+        self._topic, self._listener = topic, _Listener(handler)
+        self._consumer.subscribe([topic], listener=self._listener)
+
+    def resubscribe(self) -> None:
+        """Leave the group and join again: the way out of a join that never completes."""
+        self._consumer.unsubscribe()
+        self._consumer.subscribe([self._topic], listener=self._listener)
 
     def poll(self, timeout_ms: int) -> list[Record]:
         batches = self._consumer.poll(timeout_ms=timeout_ms)

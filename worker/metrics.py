@@ -96,6 +96,11 @@ class Metrics:
             ["event"],
             registry=r,
         )
+        self.rejoins = Counter(
+            f"{PREFIX}_forced_rejoins",
+            "Times the worker left and rejoined the group because a join never completed",
+            registry=r,
+        )
         self.discarded = Counter(
             f"{PREFIX}_messages_discarded",
             "In-flight messages dropped uncommitted (revocation or rewind); they are read again",

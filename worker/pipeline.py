@@ -111,6 +111,8 @@ class Pipeline:
         self.batches: Batches = queue.Queue(maxsize=settings.batch_queue)
         self._resume: dict[TopicPartition, int] = {}
         self._log_context: dict[str, object] = {}
+        self._joining_since: float | None = time.monotonic()
+        """When the worker last began waiting for an assignment (None: it has one)."""
         self._last_commit = time.monotonic()
         self._acked_at_commit = 0
         self._last_lag = 0.0
@@ -187,6 +189,7 @@ class Pipeline:
         self._rewind()
         self._backpressure()
         self._hand_on(self.source.poll(self.settings.poll_timeout_ms))
+        self._check_join()
         self._maybe_commit()
         self._report_lag()
 
@@ -284,6 +287,20 @@ class Pipeline:
         self.tracker.committed(offsets)
         self.metrics.commits.labels("ok").inc()
 
+    def _check_join(self) -> None:
+        """Rejoin when an assignment is overdue: a join that never completes must not stall
+        the worker forever (seen with kafka-python 3.0.12 on a starved CPU)."""
+        since = self._joining_since
+        if since is None or time.monotonic() - since < self.settings.join_timeout_s:
+            return
+        log.warning(
+            "no assignment since joining began; leaving and rejoining the group",
+            waited_s=round(time.monotonic() - since, 1),
+        )
+        self.metrics.rejoins.inc()
+        self._joining_since = time.monotonic()
+        self.source.resubscribe()
+
     def _report_lag(self) -> None:
         if time.monotonic() - self._last_lag < LAG_INTERVAL_S:
             return
@@ -312,6 +329,7 @@ class Pipeline:
             self._on_revoked(partitions)
 
     def _on_revoked(self, partitions: set[TopicPartition]) -> None:
+        self._joining_since = time.monotonic()
         self.metrics.rebalances.labels("revoked").inc(len(partitions))
         drained = self.tracker.wait_drained(partitions, self.settings.revoke_timeout_s)
         left = self.tracker.outstanding(partitions)
@@ -334,6 +352,7 @@ class Pipeline:
             self._on_lost(partitions)
 
     def _on_lost(self, partitions: set[TopicPartition]) -> None:
+        self._joining_since = time.monotonic()
         self.metrics.rebalances.labels("lost").inc(len(partitions))
         left = self.tracker.outstanding(partitions)
         self._resume.update(self.tracker.drop(partitions))
@@ -346,6 +365,7 @@ class Pipeline:
             self._on_assigned(partitions)
 
     def _on_assigned(self, partitions: set[TopicPartition]) -> None:
+        self._joining_since = None
         self.metrics.rebalances.labels("assigned").inc(len(partitions))
         self.tracker.assign(partitions)
         for tp in partitions & self._resume.keys():

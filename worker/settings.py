@@ -73,6 +73,10 @@ class WorkerSettings(BaseSettings):
     """At shutdown: how long in-flight batches may take to be published and committed."""
     revoke_timeout_s: float = Field(default=10.0, gt=0)
     """On revocation: how long to wait for in-flight work before discarding it."""
+    join_timeout_s: float = Field(default=90.0, gt=0)
+    """Leave and rejoin the group when no assignment arrives this long after joining began
+    (kafka-python 3.0.12 can lose a completed join under CPU starvation). Longer than
+    ``session_timeout_ms``: a rebalance may wait that long for a dead member."""
     producer_linger_ms: int = Field(default=5, ge=0)
 
     # -- model ------------------------------------------------------------------------------
@@ -97,6 +101,8 @@ class WorkerSettings(BaseSettings):
             raise ValueError("heartbeat_interval_ms must be at most a third of session_timeout_ms")
         if self.revoke_timeout_s * 1000 >= self.session_timeout_ms:
             raise ValueError("revoke_timeout_s must be shorter than session_timeout_ms")
+        if self.join_timeout_s * 1000 <= self.session_timeout_ms:
+            raise ValueError("join_timeout_s must be longer than session_timeout_ms")
         return self
 
     @property

@@ -58,7 +58,14 @@ def article(i: int, body: str = "profit rose sharply this quarter") -> bytes:
 class FakeSource:
     """One topic's partitions in memory; assigns them all on the first poll."""
 
-    def __init__(self, topic: str, partitions: dict[int, list[bytes | None]]) -> None:
+    def __init__(
+        self,
+        topic: str,
+        partitions: dict[int, list[bytes | None]],
+        *,
+        lose_first_join: bool = False,
+    ) -> None:
+        self.lose_first_join = lose_first_join
         self.topic = topic
         self.data = {TopicPartition(topic, p): list(values) for p, values in partitions.items()}
         self.positions = dict.fromkeys(self.data, 0)
@@ -67,6 +74,7 @@ class FakeSource:
         self.paused_set: set[TopicPartition] = set()
         self.handler: RebalanceHandler | None = None
         self.pause_calls = 0
+        self.resubscribed = 0
         self.max_records = 50
         self._pending: list[Callable[[], None]] = []
         self._lock = threading.Lock()
@@ -99,7 +107,12 @@ class FakeSource:
     def subscribe(self, topic: str, handler: RebalanceHandler) -> None:
         assert topic == self.topic
         self.handler = handler
-        self.rebalance(set(), set(self.data))
+        if not self.lose_first_join:  # like the kafka-python stall the worker guards against
+            self.rebalance(set(), set(self.data))
+
+    def resubscribe(self) -> None:
+        self.resubscribed += 1
+        self.rebalance(set(self.assigned), set(self.data))
 
     def poll(self, timeout_ms: int) -> list[Record]:
         with self._lock:

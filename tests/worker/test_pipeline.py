@@ -162,6 +162,23 @@ def test_a_refused_result_rewinds_its_partition_and_is_published_before_it_is_co
     assert harness.value("partition_rewinds_total") == 1
 
 
+def test_a_join_that_never_completes_is_abandoned_and_retried() -> None:
+    source = FakeSource(TOPIC, {0: [article(i) for i in range(20)]}, lose_first_join=True)
+    harness = Harness(
+        source,
+        FakeSink(),
+        FakeModel(),
+        session_timeout_ms=1000,
+        heartbeat_interval_ms=300,
+        revoke_timeout_s=0.5,
+        join_timeout_s=1.2,
+    )
+    with harness.running():
+        wait_until(lambda: harness.results() == 20)
+    assert source.resubscribed == 1
+    assert harness.value("forced_rejoins_total") == 1
+
+
 class Gate(FakeModel):
     """A model whose scoring waits until the test opens the gate."""
 

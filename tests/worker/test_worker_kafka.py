@@ -44,6 +44,7 @@ FAST = {
     "commit_interval_ms": "200",
     "max_wait_ms": "20",
     "revoke_timeout_s": "5",
+    "join_timeout_s": "15",
     "metrics_port": "0",
 }
 
