@@ -17,7 +17,7 @@ from corpus.jsonl import write_jsonl
 from model.toy import synthetic_articles
 from tagstream import feed
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
 LABELS = ("earn", "acq", "crude", "grain")
 
 

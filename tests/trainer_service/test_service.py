@@ -18,7 +18,7 @@ from tagstream import feed
 from trainer.service import TrainerService, jsonl_datasets, run_once
 from trainer.settings import TrainerSettings
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
 LABELS = ("earn", "acq", "crude", "grain")
 
 
