@@ -1,8 +1,8 @@
 """Peak resident memory of a worker per model size.
 
 One worker per model, all at once (memory is not a timing), each in its own group over the
-same topic of ``memory_messages`` articles; when a worker has published every prediction its
-``VmHWM`` (peak resident set) is read from ``/proc``.
+same topic of ``memory_messages`` articles; when its group has committed the whole topic the
+worker's ``VmHWM`` (peak resident set) is read from ``/proc``.
 """
 
 from __future__ import annotations
@@ -11,10 +11,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from kafka import KafkaAdminClient
+
 from benchmarks.models import BenchModel, renamed
 from benchmarks.plan import Plan
 from benchmarks.streams import Topics, fill, messages
-from benchmarks.workers import WorkerGroup, WorkerProcess
+from benchmarks.workers import WorkerGroup
+from common.kafka import admin_client
 from schemas import Article
 
 
@@ -40,14 +43,24 @@ def settings(topics: Topics, path: Path, name: str) -> dict[str, str]:
     }
 
 
-def wait_published(worker: WorkerProcess, count: int, timeout_s: float = 180.0) -> None:
+def wait_committed(group: WorkerGroup, count: int, timeout_s: float = 300.0) -> None:
+    """Until the group has committed ``count`` messages of its one-partition input topic (by
+    this worker or one it replaced)."""
     deadline = time.monotonic() + timeout_s
-    while worker.metrics().get("predictions_published_total", 0.0) < count:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"worker {worker.name} did not publish {count} predictions")
-        if worker.process.poll() is not None:
-            raise RuntimeError(f"worker {worker.name} exited: {worker.tail()}")
-        time.sleep(0.2)
+    name = group.settings["group_id"]
+    with admin_client(group.kafka) as admin:
+        while committed(admin, name) < count:
+            worker = group.workers[0]
+            if worker.process.poll() is not None:
+                raise RuntimeError(f"worker {worker.name} exited: {worker.tail()}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"group {name} did not commit {count} messages")
+            time.sleep(0.5)
+
+
+def committed(admin: KafkaAdminClient, group: str) -> int:
+    offsets = admin.list_group_offsets(group).get(group, {})
+    return sum(max(meta.offset, 0) for meta in offsets.values())
 
 
 def measure(
@@ -68,7 +81,7 @@ def measure(
         peaks = []
         for group in groups:
             group.wait_ready()
-            wait_published(group.workers[0], plan.memory_messages)
+            wait_committed(group, plan.memory_messages)
             peaks.append(group.workers[0].peak_rss_bytes())
     finally:
         for group in groups:

@@ -332,8 +332,8 @@ def memory_section(results: Results) -> str:
         [
             "## 6. Memory",
             "",
-            f"Peak resident memory (`VmHWM`) of one worker process per model, after it has "
-            f"predicted {results.plan.memory_messages:,} articles. Untrained networks have the "
+            f"Peak resident memory (`VmHWM`) of one worker process per model, once its group "
+            f"has committed {results.plan.memory_messages:,} articles. Untrained networks have the "
             "shapes of the `fast` and `full` training profiles (weights do not change size).",
             "",
             table(["model", "weights", "parameters", "artifact MiB", "peak RSS MiB"], rows),
