@@ -24,8 +24,8 @@ from trainer.thresholds import micro_f1
 
 Matrix = npt.NDArray[np.float32]
 
-LOGISTIC_C = (4.0, 16.0, 64.0)
-SVM_C = (0.25, 0.5, 1.0, 2.0)
+LOGISTIC_C = (16.0, 64.0, 256.0)
+SVM_C = (0.5, 1.0, 2.0, 4.0, 8.0)
 LOGISTIC_THRESHOLDS = np.round(np.arange(0.1, 0.61, 0.05), 2)
 SVM_THRESHOLDS = np.round(np.arange(-0.5, 0.21, 0.05), 2)
 

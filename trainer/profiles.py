@@ -68,17 +68,36 @@ class TrainingProfile:
         return replace(self, **changes)
 
 
+_REGULARISED: dict[str, Any] = {
+    "embedding_dim": 50,  # GloVe 6B 50d when installed
+    "pooling": "max_mean",
+    "batch_size": 64,
+    "learning_rate": 5e-3,
+    "word_dropout": 0.1,
+    "title_copies": True,
+}
+
 PROFILES: dict[str, TrainingProfile] = {
     "fast": TrainingProfile(
         name="fast",
         max_tokens=128,
         hidden_size=64,
-        max_epochs=6,
-        patience=2,
-        max_seconds=100.0,
-        batch_size=32,
+        max_epochs=8,
+        patience=3,
+        max_seconds=90.0,
+        ema_decay=0.99,
+        **_REGULARISED,
     ),
-    "full": TrainingProfile(name="full"),
+    "full": TrainingProfile(
+        name="full",
+        max_tokens=256,
+        hidden_size=128,
+        max_epochs=20,
+        patience=4,
+        max_seconds=480.0,
+        ema_decay=0.998,
+        **_REGULARISED,
+    ),
 }
 
 
