@@ -13,6 +13,7 @@ from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
 from pydantic import ValidationError
 from sklearn.metrics import f1_score
 from sklearn.preprocessing import MultiLabelBinarizer
@@ -131,13 +132,13 @@ class Tally:
 
     def _measure_lag(self, admin: KafkaAdminClient) -> None:
         try:
-            committed = admin.list_consumer_group_offsets(self._group_id)
+            committed = admin.list_group_offsets(self._group_id).get(self._group_id, {})
             partitions = [
                 TopicPartition(self._input_topic, p)
                 for p in sorted(self._consumer.partitions_for_topic(self._input_topic) or ())
             ]
             ends = self._consumer.end_offsets(partitions)
-        except Exception:  # lag is informative only; a failed read leaves it unknown
+        except KafkaError:  # lag is informative only; a failed read leaves it unknown
             return
         lag = sum(
             end - (committed[tp].offset if tp in committed else 0) for tp, end in ends.items()
