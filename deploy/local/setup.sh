@@ -22,12 +22,12 @@ if ((${#need_apt[@]})); then
   apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
-# The virtualenv is keyed on the Python version and the dependency lists, so editing
-# anything else in pyproject.toml does not reinstall torch.
+# The virtualenv is keyed on the Python version and the installed dependency lists, so
+# editing anything else in pyproject.toml does not reinstall torch.
 key=$("$python" - "$root/pyproject.toml" <<'PY'
 import hashlib, json, sys, tomllib
 project = tomllib.load(open(sys.argv[1], "rb"))["project"]
-deps = {"deps": project["dependencies"], "extras": project.get("optional-dependencies", {}),
+deps = {"deps": project["dependencies"], "dev": project["optional-dependencies"]["dev"],
         "python": sys.version_info[:2]}
 print(hashlib.sha256(json.dumps(deps, sort_keys=True).encode()).hexdigest()[:16])
 PY
