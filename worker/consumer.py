@@ -14,12 +14,16 @@ from typing import Any, Protocol
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer
 from kafka import TopicPartition as KafkaTopicPartition
+from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
+from common.logging import get_logger
 from common.settings import KafkaSettings
 from worker.items import Record
 from worker.offsets import TopicPartition
 from worker.settings import WorkerSettings
+
+log = get_logger("worker.consumer")
 
 
 class RebalanceHandler(Protocol):
@@ -107,6 +111,7 @@ class KafkaSource:
         self._consumer = KafkaConsumer(**config)
         self._commit_timeout_ms = min(settings.session_timeout_ms, 10_000)
         self._last_offsets: dict[TopicPartition, int] = {}
+        self._poll_failing = False
         self._topic = ""
         self._listener: _Listener | None = None
 
@@ -123,7 +128,19 @@ class KafkaSource:
         self._consumer.subscribe([self._topic], listener=self._listener)
 
     def poll(self, timeout_ms: int) -> list[Record]:
-        batches = self._consumer.poll(timeout_ms=timeout_ms)
+        try:
+            batches = self._consumer.poll(timeout_ms=timeout_ms)
+        except KafkaError as exc:
+            # kafka-python 3.0.12 can raise a connection error out of poll() while the broker
+            # is away (seen in tests/reliability/test_broker_restart.py); the client
+            # reconnects by itself, so such a poll simply brought nothing.
+            if not exc.retriable:
+                raise
+            if not self._poll_failing:
+                log.warning("poll failed; retrying", error=f"{type(exc).__name__}: {exc}")
+            self._poll_failing = True
+            return []
+        self._poll_failing = False
         records = [
             Record(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp)
             for rs in batches.values()
