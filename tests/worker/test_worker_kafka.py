@@ -380,9 +380,10 @@ def test_exactly_once_holds_across_a_rebalance_when_a_second_worker_joins(
     """Articles keep arriving while a second worker joins: revocation waits for the open
     transaction, the joiner starts from committed offsets, nothing is read twice."""
     t = topics(4)
-    total = 2400
+    total, held_back = 2400, 600
+    stream = articles(total)
     feed = threading.Thread(
-        target=produce_steadily, args=(kafka_settings, t["input"], articles(total), 400.0)
+        target=produce_steadily, args=(kafka_settings, t["input"], stream[:-held_back], 400.0)
     )
     feed.start()
     predictions = reader(t["output"])
@@ -390,8 +391,16 @@ def test_exactly_once_holds_across_a_rebalance_when_a_second_worker_joins(
     first = in_process(t, worker_id="first", **eos)
     wait_until(lambda: len(predictions.ids()) >= 300, 60, "300 predictions by the first worker")
     second = in_process(t, worker_id="second", **eos)
-    wait_until(lambda: len(predictions.ids()) == total, 120, "every article predicted")
+    # The last articles wait until the joiner holds partitions, so the rebalance always
+    # lands while the stream runs, however slow the machine is.
+    wait_until(
+        lambda: second.metric("rebalance_events_total", event="assigned") >= 1,
+        120,
+        "the second worker's assignment",
+    )
     feed.join()
+    produce_steadily(kafka_settings, t["input"], stream[-held_back:], 400.0)
+    wait_until(lambda: len(predictions.ids()) == total, 120, "every article predicted")
     first.stop()
     second.stop()
     counts = predictions.ids()
