@@ -355,7 +355,12 @@ class Pipeline:
         self._joining_since = time.monotonic()
         self.metrics.rebalances.labels("lost").inc(len(partitions))
         left = self.tracker.outstanding(partitions)
-        self._resume.update(self.tracker.drop(partitions))
+        # No resume marks: the group went on without this member, so another one may have
+        # predicted and committed past them. kafka-python drops the state of lost partitions,
+        # so if they come back they start from the committed offsets, the only truth left.
+        self.tracker.drop(partitions)
+        for tp in partitions:
+            self._resume.pop(tp, None)
         log.warning(
             "partitions lost", partitions=sorted(tp.partition for tp in partitions), unfinished=left
         )

@@ -9,6 +9,7 @@ slot's ``worker_id``, hence its transactional id, and fences its predecessor.
 from __future__ import annotations
 
 import random
+import signal
 import threading
 import time
 from collections import Counter
@@ -22,6 +23,7 @@ from tests.reliability.support import (
     Feeder,
     Fleet,
     Scale,
+    describe,
     endless_articles,
     longest_gap_s,
     read_topic,
@@ -80,6 +82,7 @@ def test_workers_killed_at_random_lose_nothing_and_exactly_once_repeats_nothing(
         Counter(r["article_id"] for r in records),
         len(read_topic(kafka_settings, t["dlq"])),
     )
+    inputs = len(read_topic(kafka_settings, t["input"]))  # more than produced: input repeats
     record(
         "1-worker-crashes",
         guarantee=guarantee,
@@ -87,15 +90,70 @@ def test_workers_killed_at_random_lose_nothing_and_exactly_once_repeats_nothing(
         killed_slots=killed,
         mean_kill_interval_s=round(_mean_interval(fleet.kills), 1),
         offered_rate=round(feeder.offered_rate),
+        input_records=inputs,
         longest_prediction_gap_s=round(longest_gap_s(records), 2),
         drained_after_feed_s=round(drained_s, 1),
         **counted.figures(),
     )
     assert len(fleet.kills) == scale.crash_kills
-    assert counted.missing == 0
+    assert counted.missing == 0, describe(records, expected_ids(total))
     assert counted.dead_lettered == 0
     if guarantee == "exactly_once":
-        assert counted.duplicated == 0
+        assert counted.duplicated == 0, describe(records, expected_ids(total))
+
+
+def test_a_worker_frozen_past_its_session_rejoins_from_the_committed_offsets(
+    scale: Scale,
+    kafka_settings: KafkaSettings,
+    service_env: dict[str, str],
+    topics: Callable[[int], dict[str, str]],
+    group_id: str,
+    toy_model: Path,
+    reader: Callable[..., TopicReader],
+    tmp_path: Path,
+) -> None:
+    """A zombie: slot-0 is stopped (SIGSTOP) longer than its session timeout, the group
+    gives its partitions to slot-1, which predicts and commits them; then slot-0 is thawed,
+    finds its membership lost, rejoins and (sorting first by client id) gets the same
+    partitions back. It must start them from the committed offsets, not from where it was
+    frozen: exactly-once, read_committed, nothing twice."""
+    t = topics(6)
+    env = env_for(
+        service_env,
+        t,
+        group_id,
+        model_path=str(toy_model),
+        processing_guarantee="exactly_once",
+        max_batch_size="16",
+    )
+    predictions = reader(t["output"])
+    fleet = Fleet(env, tmp_path, slots=2)
+    try:
+        fleet.wait_assigned()
+        zombie, survivor = fleet.current
+        feeder = Feeder(kafka_settings, t["input"], endless_articles(), 100).start()
+        wait_until(lambda: len(predictions.ids()) >= 300, 60, "the stream under way")
+        zombie.signal(signal.SIGSTOP)
+        survivor.wait_for("partitions assigned", 60, lambda line: len(line["partitions"]) == 6)
+        taken_over = len(predictions.ids())
+        wait_until(lambda: len(predictions.ids()) >= taken_over + 300, 60, "the survivor works")
+        zombie.signal(signal.SIGCONT)
+        zombie.wait_for("partitions lost", 60)
+        back = zombie.wait_for("partitions assigned", 60, lambda line: bool(line["partitions"]))
+        rejoined = len(predictions.ids())
+        wait_until(lambda: len(predictions.ids()) >= rejoined + 300, 60, "both work again")
+        feeder.stop()
+        total = feeder.join()
+        wait_until(lambda: len(predictions.ids()) >= total, scale.patience_s, "all predicted")
+        codes = fleet.terminate()
+    finally:
+        fleet.close()
+    records = read_topic(kafka_settings, t["output"])
+    counted = tally(expected_ids(total), Counter(r["article_id"] for r in records))
+    record("1b-frozen-worker", partitions_back=back["partitions"], **counted.figures())
+    assert codes == [0, 0], fleet.tails()
+    assert counted.missing == 0, describe(records, expected_ids(total))
+    assert counted.duplicated == 0, describe(records, expected_ids(total))
 
 
 def _kill_on_schedule(fleet: Fleet, rng: random.Random, scale: Scale) -> list[int]:
