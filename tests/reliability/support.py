@@ -56,14 +56,14 @@ class Scale:
 SCALES = {
     "ci": Scale(
         name="ci",
-        crash_articles=3000,
-        crash_kills=5,
+        crash_articles=2000,
+        crash_kills=4,
         crash_interval_s=2.0,
-        restart_articles=3000,
+        restart_articles=2500,
         broker_down_s=5.0,
-        outage_articles=2000,
+        outage_articles=1500,
         redis_down_s=8.0,
-        load_s=20.0,
+        load_s=12.0,
         hostile_examples=3,
         patience_s=120.0,
     ),
@@ -139,6 +139,32 @@ def tally(expected: Iterable[str], predicted: Counter[str], dead_lettered: int =
         duplicated=sum(predicted.values()) - len(predicted),
         dead_lettered=dead_lettered,
     )
+
+
+def describe(records: Sequence[dict[str, Any]], expected: Iterable[str], limit: int = 10) -> str:
+    """What went wrong, for an assertion message: some missing ids and some duplicates with
+    the source offset, worker and time of each copy."""
+    copies: dict[str, list[str]] = {}
+    for r in records:
+        copies.setdefault(r["article_id"], []).append(
+            f"p{r['source']['partition']}@{r['source']['offset']} by {r['worker_id']}"
+            f" at {r['classified_at'][11:23]}"
+        )
+    missing = [i for i in expected if i not in copies]
+    twice = {i: c for i, c in copies.items() if len(c) > 1}
+    return (
+        f"{len(missing)} missing, e.g. {missing[:limit]}; "
+        f"{len(twice)} predicted more than once, e.g. {dict(list(twice.items())[:limit])}"
+    )
+
+
+def settled(condition: Callable[[], bool], timeout_s: float) -> bool:
+    """Whether ``condition`` held within ``timeout_s``; the caller's assertions say why not."""
+    try:
+        wait_until(condition, timeout_s)
+    except AssertionError:
+        return False
+    return True
 
 
 def read_topic(kafka: KafkaSettings, topic: str, timeout_s: float = 60.0) -> list[dict[str, Any]]:
