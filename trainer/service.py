@@ -26,6 +26,7 @@ from typing import Any
 import redis
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 from pydantic import ValidationError
@@ -184,22 +185,42 @@ class TrainerService:
         return consumer
 
     def ingest(self, consumer: KafkaConsumer, timeout_ms: int = 500) -> int:
-        """Poll once, store the batch, then commit; returns how many examples were new."""
-        batches = consumer.poll(timeout_ms=timeout_ms)
+        """Poll once, store the batch, then commit; returns how many examples were new.
+
+        kafka-python 3.0.12 raises connection errors out of poll() and commit() while the
+        broker is away (tests/reliability/test_reconnect.py); the client reconnects by
+        itself. Such a poll brought nothing; such a commit is left to the next batch (the
+        store, not the group's offsets, says where to resume).
+        """
+        try:
+            batches = consumer.poll(timeout_ms=timeout_ms)
+        except KafkaError as exc:
+            if not exc.retriable:
+                raise
+            log.warning("poll_failed_retrying", error=f"{type(exc).__name__}: {exc}")
+            return 0
         records = [r for batch in batches.values() for r in batch]
         if not records:
             return 0
         stored = self.store.append(self._decoded(records))
         STORED.inc(stored)
-        positions = self.store.positions()
-        consumer.commit(
-            {
-                TopicPartition(topic, partition): OffsetAndMetadata(offset, "", -1)
-                for (topic, partition), offset in positions.items()
-                if TopicPartition(topic, partition) in consumer.assignment()
-            }
-        )
+        self._commit(consumer)
         return stored
+
+    def _commit(self, consumer: KafkaConsumer) -> None:
+        positions = self.store.positions()
+        try:
+            consumer.commit(
+                {
+                    TopicPartition(topic, partition): OffsetAndMetadata(offset, "", -1)
+                    for (topic, partition), offset in positions.items()
+                    if TopicPartition(topic, partition) in consumer.assignment()
+                }
+            )
+        except KafkaError as exc:
+            if not (exc.retriable or isinstance(exc, CommitFailedError)):
+                raise
+            log.warning("commit_failed_retrying", error=f"{type(exc).__name__}: {exc}")
 
     def _decoded(self, records: Iterable[Any]) -> Iterable[StoredRecord]:
         for record in records:

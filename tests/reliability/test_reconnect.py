@@ -1,18 +1,26 @@
 """Found by the broker-restart scenario: kafka-python 3.0.12 can raise a retriable error
 (``KafkaConnectionError: 111 ECONNREFUSED``, from a metadata refresh behind the coordinator
-lookup) straight out of ``KafkaConsumer.poll`` while the broker is away. The worker's poll
-must treat it as a poll that brought nothing, and keep polling until the client reconnects.
+lookup) straight out of ``KafkaConsumer.poll`` and ``commit`` while the broker is away. It
+killed a worker, then the trainer. Both must treat it as a poll that brought nothing (or a
+commit to make later) and keep going until the client reconnects.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 from kafka import KafkaConsumer
 from kafka.errors import KafkaConnectionError, UnsupportedVersionError
 
-from common.settings import KafkaSettings
+from common.settings import KafkaSettings, RedisSettings
+from model.settings import RegistrySettings
+from model.toy import synthetic_articles
+from tagstream import feed
+from tests.reliability.support import stored_ids
+from trainer.service import TrainerService
+from trainer.settings import TrainerSettings
 from worker.consumer import KafkaSource
 from worker.settings import WorkerSettings
 
@@ -40,3 +48,42 @@ def test_a_retriable_error_out_of_poll_is_a_poll_that_brought_nothing(
             source.poll(100)
     finally:
         source.close()
+
+
+def test_the_trainer_stores_on_through_retriable_errors_out_of_poll_and_commit(
+    monkeypatch: pytest.MonkeyPatch,
+    kafka_settings: KafkaSettings,
+    redis_settings: RedisSettings,
+    topic_factory: Any,
+    group_id: str,
+    tmp_path: Path,
+) -> None:
+    topic = topic_factory(1, "labelled")
+    articles = synthetic_articles(("earn", "acq"), 20, seed=3, prefix="r")
+    feed.produce(kafka_settings, topic, articles)
+    settings = TrainerSettings(topic=topic, group_id=group_id, store_path=tmp_path / "s.db")
+    service = TrainerService(settings, kafka_settings, redis_settings, RegistrySettings())
+    poll_failures = [KafkaConnectionError("111 ECONNREFUSED")]
+    commit_failures = [KafkaConnectionError("111 ECONNREFUSED")]
+    real_poll, real_commit = KafkaConsumer.poll, KafkaConsumer.commit
+
+    def poll(self: KafkaConsumer, *args: Any, **kwargs: Any) -> Any:
+        if poll_failures:
+            raise poll_failures.pop()
+        return real_poll(self, *args, **kwargs)
+
+    def commit(self: KafkaConsumer, *args: Any, **kwargs: Any) -> Any:
+        if commit_failures:
+            raise commit_failures.pop()
+        return real_commit(self, *args, **kwargs)
+
+    monkeypatch.setattr(KafkaConsumer, "poll", poll)
+    monkeypatch.setattr(KafkaConsumer, "commit", commit)
+    consumer = service.consumer()
+    try:
+        assert service.ingest(consumer) == 0  # the failing poll
+        assert service.drain(consumer) == 20  # the failing commit included
+    finally:
+        consumer.close()
+        service.store.close()
+    assert sorted(stored_ids(settings.store_path)) == sorted(a.id for a in articles)
