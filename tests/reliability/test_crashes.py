@@ -30,7 +30,7 @@ from tests.reliability.support import (
     record,
     tally,
 )
-from tests.worker.kafka_tools import TopicReader, wait_until
+from tests.worker.kafka_tools import TopicReader, WorkerProcess, wait_until
 from tests.worker.test_worker_kafka import env_for, expected_ids
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -133,13 +133,22 @@ def test_a_worker_frozen_past_its_session_rejoins_from_the_committed_offsets(
         zombie, survivor = fleet.current
         feeder = Feeder(kafka_settings, t["input"], endless_articles(), 100).start()
         wait_until(lambda: len(predictions.ids()) >= 300, 60, "the stream under way")
+        assigned_before = len(survivor.events("partitions assigned"))
         zombie.signal(signal.SIGSTOP)
-        survivor.wait_for("partitions assigned", 60, lambda line: len(line["partitions"]) == 6)
+        wait_until(
+            lambda: _assignments_since(survivor, assigned_before)[-1:] == [6],
+            60,
+            "the survivor holding all six partitions",
+        )
         taken_over = len(predictions.ids())
         wait_until(lambda: len(predictions.ids()) >= taken_over + 300, 60, "the survivor works")
+        zombie_assigned = len(zombie.events("partitions assigned"))
         zombie.signal(signal.SIGCONT)
         zombie.wait_for("partitions lost", 60)
-        back = zombie.wait_for("partitions assigned", 60, lambda line: bool(line["partitions"]))
+        wait_until(
+            lambda: any(_assignments_since(zombie, zombie_assigned)), 60, "the zombie rejoined"
+        )
+        back = zombie.events("partitions assigned")[-1]
         rejoined = len(predictions.ids())
         wait_until(lambda: len(predictions.ids()) >= rejoined + 300, 60, "both work again")
         feeder.stop()
@@ -152,8 +161,14 @@ def test_a_worker_frozen_past_its_session_rejoins_from_the_committed_offsets(
     counted = tally(expected_ids(total), Counter(r["article_id"] for r in records))
     record("1b-frozen-worker", partitions_back=back["partitions"], **counted.figures())
     assert codes == [0, 0], fleet.tails()
+    assert back["partitions"] == [0, 1, 2], "its own partitions back: what tells a stale start"
     assert counted.missing == 0, describe(records, expected_ids(total))
     assert counted.duplicated == 0, describe(records, expected_ids(total))
+
+
+def _assignments_since(worker: WorkerProcess, seen: int) -> list[int]:
+    """How many partitions each assignment after the first ``seen`` ones gave ``worker``."""
+    return [len(line["partitions"]) for line in worker.events("partitions assigned")[seen:]]
 
 
 def _kill_on_schedule(fleet: Fleet, rng: random.Random, scale: Scale) -> list[int]:

@@ -3,9 +3,11 @@
 The worker's maximum is measured first, on a backlog, with a model the size of the real one
 (a 100-dimensional embedding, a 128-unit BiLSTM) and articles as long as Reuters ones. Then
 articles are offered at twice that rate. The lag grows while the offer lasts and is worked
-off after it; the worker's memory stays flat however long the backlog (it pauses its
-partitions while its intake is full, so the backlog waits in Kafka, not in the worker), and
-every article is predicted.
+off after it, and every article is predicted. After a warm-up (allocator arenas, bigger
+batches) the worker's memory stays flat while the backlog keeps growing: it pauses its
+partitions while its intake is full, so the backlog waits in Kafka, not in the worker. CI
+checks a generous bound; the flat second half is checked when the offer lasts a minute or
+more (``make chaos``).
 """
 
 from __future__ import annotations
@@ -102,6 +104,8 @@ def test_twice_the_maximum_load_builds_lag_that_is_worked_off_in_bounded_memory(
 
     counted = tally([f"load-{i}" for i in range(total)], predictions.ids(), 0)
     rss = memory.values()
+    offer_s = feeder.finished - feeder.started
+    growth = _peak(memory.samples, offer_s) - _peak(memory.samples, offer_s / 2)
     record(
         "8-load",
         max_rate=round(maximum),
@@ -113,6 +117,7 @@ def test_twice_the_maximum_load_builds_lag_that_is_worked_off_in_bounded_memory(
         rss_mib_first=round(rss[0]),
         rss_mib_max=round(max(rss)),
         rss_mib_last=round(rss[-1]),
+        rss_mib_growth_second_half_of_offer=round(growth),
         rss_mib_every_5_s=_every(memory.samples, 5.0),
         lag_every_5_s=_every(lags.samples, 5.0),
         paused_partitions_max=int(max(paused.values(), default=0)),
@@ -123,7 +128,9 @@ def test_twice_the_maximum_load_builds_lag_that_is_worked_off_in_bounded_memory(
     )
     assert counted.missing == 0
     assert lag_at_end_of_offer > maximum * scale.load_s / 4, "the lag grew during the offer"
-    assert max(rss) < rss[0] + 300, "memory stayed within 300 MiB of its level at the start"
+    assert max(rss) < rss[0] + 500, "memory stayed within 500 MiB of its level at the start"
+    if scale.load_s >= 60:  # long enough to see the curve flatten while the backlog grows
+        assert growth < 100, f"{growth:.0f} MiB more over the offer's second half"
     assert max(paused.values()) > 0, "the worker paused its partitions (backpressure)"
 
 
@@ -131,6 +138,11 @@ def _stream(count: int, start: int) -> Iterator[tuple[bytes, bytes]]:
     """``count`` long articles from ``start`` on, made 500 at a time as they are sent."""
     for first in range(start, start + count, 500):
         yield from long_articles(min(500, start + count - first), first)
+
+
+def _peak(samples: list[tuple[float, float]], until_s: float) -> float:
+    """The highest sample up to ``until_s`` seconds."""
+    return max(value for seconds, value in samples if seconds <= until_s)
 
 
 def _every(samples: list[tuple[float, float]], step_s: float) -> list[int]:
