@@ -159,6 +159,9 @@ class TrainerService:
         self.store = ExampleStore(settings.store_path)
         self._trained_sequence = self.store.sequence()
         self._last_cycle = time.monotonic()
+        self._failures = 0
+        self._retry_at = 0.0
+        self._poll_failing = False
         self._cycle: threading.Thread | None = None
         self.results: list[CycleResult] = []
 
@@ -197,8 +200,14 @@ class TrainerService:
         except KafkaError as exc:
             if not exc.retriable:
                 raise
-            log.warning("poll_failed_retrying", error=f"{type(exc).__name__}: {exc}")
+            if not self._poll_failing:
+                log.warning("poll_failed_retrying", error=f"{type(exc).__name__}: {exc}")
+            self._poll_failing = True
+            time.sleep(min(timeout_ms, 200) / 1000)  # such a poll may fail at once: no spinning
             return 0
+        if self._poll_failing:
+            log.info("poll_recovered")
+        self._poll_failing = False
         records = [r for batch in batches.values() for r in batch]
         if not records:
             return 0
@@ -247,7 +256,12 @@ class TrainerService:
         return self.store.sequence() - self._trained_sequence
 
     def due(self) -> bool:
-        """Enough new examples, or the interval passed with at least one new example."""
+        """Enough new examples, or the interval passed with at least one new example.
+
+        Never while backing off after a failed cycle (see :meth:`_failed`).
+        """
+        if time.monotonic() < self._retry_at:
+            return False
         new = self.new_examples()
         waited = time.monotonic() - self._last_cycle
         return new >= self.settings.retrain_min_examples or (
@@ -372,15 +386,36 @@ class TrainerService:
             CYCLES.labels("skipped").inc()
             log.warning("cycle_skipped", reason=str(exc))
             self._last_cycle = time.monotonic()
+            self._failures, self._retry_at = 0, 0.0
             return None
         except Exception as exc:  # a failed cycle is reported; the service keeps consuming
-            CYCLES.labels("failed").inc()
-            log.exception("cycle_failed", error=str(exc))
-            self._last_cycle = time.monotonic()
+            self._failed(exc)
             return None
+        self._failures, self._retry_at = 0, 0.0
         record_cycle(result)
         self.results.append(result)
         return result
+
+
+    def _failed(self, exc: Exception) -> None:
+        """Count the failure and back off: doubling waits, a traceback only for the first.
+
+        A cycle fails at once while Redis is away (its lock cannot be taken); without the
+        wait the loop would retry, and log a traceback, as fast as it polls.
+        """
+        CYCLES.labels("failed").inc()
+        self._failures += 1
+        wait = min(
+            self.settings.cycle_retry_initial_s * 2 ** (self._failures - 1),
+            self.settings.cycle_retry_max_s,
+        )
+        self._last_cycle = time.monotonic()
+        self._retry_at = self._last_cycle + wait
+        fields = {"error": f"{type(exc).__name__}: {exc}", "failures_in_a_row": self._failures}
+        if self._failures == 1:
+            log.exception("cycle_failed", retry_in_s=round(wait, 1), **fields)
+        else:
+            log.warning("cycle_failed", retry_in_s=round(wait, 1), **fields)
 
 
 def record_cycle(result: CycleResult) -> None:

@@ -45,6 +45,12 @@ class TrainerSettings(BaseSettings):
     """Promote when candidate micro-F1 >= production micro-F1 - margin on the holdout."""
 
     alias: Literal["production", "canary"] = "production"
+    cycle_retry_initial_s: float = Field(default=1.0, gt=0)
+    """After a failed cycle (Redis away, a training error), wait this long before the next try."""
+
+    cycle_retry_max_s: float = Field(default=30.0, gt=0)
+    """The wait doubles with each failure in a row up to this; a cycle that ends resets it."""
+
     lock_ttl_s: float = Field(default=60.0, gt=1)
     metrics_port: int = Field(default=9301, ge=0, le=65535)
     """Prometheus endpoint; 0 turns it off."""

@@ -9,6 +9,7 @@ thread is blocked inside ``poll()``, where only non-blocking calls are allowed
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from typing import Any, Protocol
 
@@ -139,7 +140,10 @@ class KafkaSource:
             if not self._poll_failing:
                 log.warning("poll failed; retrying", error=f"{type(exc).__name__}: {exc}")
             self._poll_failing = True
+            time.sleep(min(timeout_ms, 200) / 1000)  # such a poll may fail at once: no spinning
             return []
+        if self._poll_failing:
+            log.info("poll recovered")
         self._poll_failing = False
         records = [
             Record(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp)
