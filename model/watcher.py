@@ -8,9 +8,10 @@ One loop, two ways to wake it::
                   re-read the aliases hash and report every alias whose version differs
 
 The aliases hash is the truth and a message only a hint, so a message lost across a
-reconnect costs at most one poll interval. Redis errors are logged and retried on the next
-tick; the watcher keeps the last versions it saw. The thread looks at its stop flag every
-``WAKE_S``, so ``stop()`` returns promptly whatever the poll interval.
+reconnect costs at most one poll interval. Redis errors are retried on the next tick and
+logged once per outage (a warning when Redis stops answering, ``alias_watcher_recovered``
+when it answers again); the watcher keeps the last versions it saw. The thread looks at its
+stop flag every ``WAKE_S``, so ``stop()`` returns promptly whatever the poll interval.
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ class AliasWatcher:
         self._stop = threading.Event()
         self._pubsub: PubSub | None = None
         self._pubsub_broken = False
+        self._unreachable = False
         self._thread = threading.Thread(target=self._run, name="alias-watcher", daemon=True)
 
     def start(self) -> Self:
@@ -123,7 +125,7 @@ class AliasWatcher:
             self._pubsub.subscribe(self._registry.keys.channel)
             self._pubsub.get_message(timeout=1.0)  # the server's confirmation
         except (redis.RedisError, OSError) as exc:
-            log.warning("alias_watcher_subscribe_failed", error=str(exc))
+            self._failed("alias_watcher_subscribe_failed", exc)
 
     def _run(self) -> None:
         next_poll = time.monotonic() + self._interval
@@ -167,10 +169,20 @@ class AliasWatcher:
 
     def _read(self) -> dict[str, int] | None:
         try:
-            return self._registry.aliases()
+            aliases = self._registry.aliases()
         except RegistryError as exc:
-            log.warning("alias_watcher_read_failed", error=str(exc))
+            self._failed("alias_watcher_read_failed", exc)
             return None
+        if self._unreachable:
+            log.info("alias_watcher_recovered", aliases=aliases)
+        self._unreachable = False
+        return aliases
+
+    def _failed(self, event: str, exc: Exception) -> None:
+        """Warn on the first failure of an outage only: it retries every poll interval."""
+        if not self._unreachable:
+            log.warning(event, error=str(exc), retrying_every_s=self._interval)
+        self._unreachable = True
 
     def _notify(self, change: AliasChange) -> None:
         log.info(

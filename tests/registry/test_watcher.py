@@ -10,6 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from common.settings import RedisSettings
+from model import watcher as watcher_module
 from model.registry import Registry
 from model.settings import RegistrySettings
 from model.watcher import AliasChange, AliasWatcher, diff_aliases
@@ -127,3 +128,42 @@ def test_pubsub_resumes_after_redis_restarts(
         registry.promote(versions[1])
         change, _ = changes.get(timeout=5)
         assert change == AliasChange("production", versions[1], None)
+
+
+class EventLog:
+    """Stands in for a module's structlog logger; keeps the events it is given."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    def _record(self, event: str, *args: object, **fields: object) -> None:
+        self.events.append(event)
+
+    info = warning = error = exception = debug = _record
+
+
+@pytest.mark.integration
+def test_an_outage_is_logged_once_and_the_recovery_once(
+    private_redis: Callable[..., RedisServer],
+    registry_settings: RegistrySettings,
+    manifest: ModelManifest,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Polling every 0.2 s through a 2 s outage: one warning, then one recovery line."""
+    logged = EventLog()
+    monkeypatch.setattr(watcher_module, "log", logged)
+    server = private_redis()
+    redis_settings = RedisSettings(url=server.url, namespace="outage", socket_timeout_s=1)
+    changes, record = recorder()
+    with (
+        Registry.from_settings(redis_settings, registry_settings) as registry,
+        AliasWatcher(registry, record, pubsub=False, poll_interval_s=0.2),
+    ):
+        server.stop()
+        time.sleep(2)
+        server.start()
+        version = registry.publish(os.urandom(100), manifest)
+        registry.promote(version)
+        assert changes.get(timeout=5)[0] == AliasChange("production", version, None)
+    assert logged.events.count("alias_watcher_read_failed") == 1
+    assert logged.events.count("alias_watcher_recovered") == 1
