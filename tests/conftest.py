@@ -24,6 +24,9 @@ from common.errors import StackError
 from common.kafka import ensure_topics
 from common.settings import KafkaSettings, RedisSettings
 from tagstream.stack import LocalStack, StackSettings
+from tests.worker.harness import in_process, processes, reader, topics, toy_model
+
+__all__ = ["in_process", "processes", "reader", "topics", "toy_model"]  # suite-wide fixtures
 
 
 @dataclass(frozen=True)

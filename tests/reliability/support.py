@@ -30,9 +30,11 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from common.settings import KafkaSettings
+from corpus.jsonl import write_jsonl
+from model.toy import synthetic_articles
 from tagstream.stack import LocalStack, StackSettings, StackState
+from tests.worker.harness import LABELS, articles
 from tests.worker.kafka_tools import WorkerProcess, wait_until
-from tests.worker.test_worker_kafka import articles
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,25 @@ TINY_PROFILE = {
 }
 """Trainer profile overrides for a cycle of a few seconds: scenarios test that a cycle reaches
 Kafka and Redis, not the model's quality."""
+
+
+def trainer_env(
+    env: dict[str, str], tmp_path: Path, seed_articles: int, **settings: str
+) -> dict[str, str]:
+    """``env`` plus a trainer's settings: a synthetic seed corpus of ``seed_articles`` in
+    ``tmp_path``, its store there, topic ``labelled``, group ``trainer``, no metrics port, the
+    tiny profile; ``settings`` (lower-case names) add or replace."""
+    seed = tmp_path / "seed.jsonl"
+    write_jsonl(seed, synthetic_articles(LABELS, seed_articles, seed=1, prefix="seed"))
+    values = {
+        "topic": "labelled",
+        "group_id": "trainer",
+        "seed_path": str(seed),
+        "store_path": str(tmp_path / "store.db"),
+        "profile_overrides": json.dumps(TINY_PROFILE),
+        "metrics_port": "0",
+    } | settings
+    return env | {f"TAGSTREAM_TRAINER_{k.upper()}": v for k, v in values.items()}
 
 
 def current_scale() -> Scale:

@@ -22,8 +22,8 @@ from model.registry import Registry
 from model.settings import RegistrySettings
 from model.toy import toy_artifact
 from tests.reliability.support import metrics_port, record, sample_value, scrape
+from tests.worker.harness import LABELS, articles, env_for, expected_ids
 from tests.worker.kafka_tools import TopicReader, WorkerProcess, produce, wait_until
-from tests.worker.test_worker_kafka import LABELS, articles, env_for, expected_ids
 
 pytestmark = pytest.mark.integration
 

@@ -38,9 +38,10 @@ from tests.reliability.support import (
     stored_ids,
     tally,
     timestamp,
+    trainer_env,
 )
+from tests.worker.harness import FAST, LABELS, expected_ids
 from tests.worker.kafka_tools import TopicReader, WorkerProcess, wait_until
-from tests.worker.test_worker_kafka import FAST, LABELS, expected_ids
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -76,7 +77,9 @@ def test_workers_and_trainer_reconnect_after_a_broker_restart_and_lose_nothing(
             for slot in range(2)
         ]
         trainer = processes(
-            _trainer_env(env, tmp_path), "trainer", [*TAGSTREAM, "trainer", "serve"]
+            trainer_env(env, tmp_path, 100, retrain_min_examples="1000000"),  # stores only
+            "trainer",
+            [*TAGSTREAM, "trainer", "serve"],
         )
         for worker in workers:
             worker.wait_for("partitions assigned", 120)
@@ -165,19 +168,6 @@ def _worker_env(env: dict[str, str], model: Path, guarantee: str, slot: int) -> 
         "processing_guarantee": guarantee,
     }
     return env | {f"TAGSTREAM_WORKER_{k.upper()}": v for k, v in values.items()}
-
-
-def _trainer_env(env: dict[str, str], tmp_path: Path) -> dict[str, str]:
-    seed = tmp_path / "seed.jsonl"
-    write_jsonl(seed, synthetic_articles(LABELS, 100, seed=1, prefix="seed"))
-    return env | {
-        "TAGSTREAM_TRAINER_TOPIC": "labelled",
-        "TAGSTREAM_TRAINER_GROUP_ID": "trainer",
-        "TAGSTREAM_TRAINER_SEED_PATH": str(seed),
-        "TAGSTREAM_TRAINER_STORE_PATH": str(tmp_path / "store.db"),
-        "TAGSTREAM_TRAINER_RETRAIN_MIN_EXAMPLES": "1000000",  # store only: no cycle here
-        "TAGSTREAM_TRAINER_METRICS_PORT": "0",
-    }
 
 
 def _first_batch_after(worker: WorkerProcess, wall_time: float) -> float | None:

@@ -30,8 +30,8 @@ from tests.reliability.support import (
     record,
     tally,
 )
+from tests.worker.harness import env_for, expected_ids
 from tests.worker.kafka_tools import TopicReader, WorkerProcess, wait_until
-from tests.worker.test_worker_kafka import env_for, expected_ids
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -28,8 +28,8 @@ from tests.reliability.support import (
     scrape,
     timestamp,
 )
+from tests.worker.harness import articles, env_for
 from tests.worker.kafka_tools import TopicReader, WorkerProcess, produce, wait_until
-from tests.worker.test_worker_kafka import articles, env_for
 from worker.decoding import decode
 
 pytestmark = pytest.mark.integration

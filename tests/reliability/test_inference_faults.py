@@ -23,8 +23,8 @@ from common.settings import KafkaSettings, RedisSettings
 from model.settings import RegistrySettings
 from schemas import Article
 from tests.reliability.support import record, tally
+from tests.worker.harness import FAST, InProcess, articles
 from tests.worker.kafka_tools import TopicReader, produce, wait_until
-from tests.worker.test_worker_kafka import FAST, InProcess, articles
 from worker.inference import Model
 from worker.models import Models
 from worker.settings import WorkerSettings

@@ -36,8 +36,8 @@ from tests.reliability.support import (
     tally,
     timestamp,
 )
+from tests.worker.harness import LABELS, env_for
 from tests.worker.kafka_tools import TopicReader, WorkerProcess, produce, wait_until
-from tests.worker.test_worker_kafka import LABELS, env_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

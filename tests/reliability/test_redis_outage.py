@@ -10,7 +10,6 @@ succeeds, it promotes, and the worker swaps to the new version: everything resum
 
 from __future__ import annotations
 
-import json
 import sys
 import threading
 import time
@@ -23,13 +22,11 @@ import pytest
 
 from common.kafka import ensure_topics
 from common.settings import KafkaSettings, RedisSettings
-from corpus.jsonl import write_jsonl
 from model.registry import Registry
 from model.settings import RegistrySettings
 from model.toy import synthetic_articles, toy_artifact
 from schemas import LabelledArticle
 from tests.reliability.support import (
-    TINY_PROFILE,
     Feeder,
     Scale,
     endless_articles,
@@ -39,9 +36,10 @@ from tests.reliability.support import (
     stored_ids,
     tally,
     timestamp,
+    trainer_env,
 )
+from tests.worker.harness import FAST, LABELS, expected_ids
 from tests.worker.kafka_tools import TopicReader, WorkerProcess, produce, wait_until
-from tests.worker.test_worker_kafka import FAST, LABELS, expected_ids
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -65,7 +63,7 @@ def test_workers_keep_predicting_and_the_trainer_keeps_storing_through_a_redis_o
         first = _publish_first_model(env)
         worker = processes(_worker_env(env), "worker")
         trainer = processes(
-            _trainer_env(env, tmp_path),
+            trainer_env(env, tmp_path, 300, retrain_min_examples=str(RETRAIN_AFTER)),
             "trainer",
             [sys.executable, "-m", "tagstream", "trainer", "serve"],
         )
@@ -167,20 +165,6 @@ def _worker_env(env: dict[str, str]) -> dict[str, str]:
         "worker_id": "worker",
     }
     return env | {f"TAGSTREAM_WORKER_{k.upper()}": str(v) for k, v in values.items()}
-
-
-def _trainer_env(env: dict[str, str], tmp_path: Path) -> dict[str, str]:
-    seed = tmp_path / "seed.jsonl"
-    write_jsonl(seed, synthetic_articles(LABELS, 300, seed=1, prefix="seed"))
-    return env | {
-        "TAGSTREAM_TRAINER_TOPIC": "labelled",
-        "TAGSTREAM_TRAINER_GROUP_ID": "trainer",
-        "TAGSTREAM_TRAINER_SEED_PATH": str(seed),
-        "TAGSTREAM_TRAINER_STORE_PATH": str(tmp_path / "store.db"),
-        "TAGSTREAM_TRAINER_RETRAIN_MIN_EXAMPLES": str(RETRAIN_AFTER),
-        "TAGSTREAM_TRAINER_PROFILE_OVERRIDES": json.dumps(TINY_PROFILE),
-        "TAGSTREAM_TRAINER_METRICS_PORT": "0",
-    }
 
 
 def _pairs(articles: list[LabelledArticle]) -> list[tuple[bytes, bytes]]:

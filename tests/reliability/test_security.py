@@ -10,7 +10,6 @@ secret appears in any log line or metric of either service.
 
 from __future__ import annotations
 
-import json
 import secrets
 import sys
 from collections.abc import Callable, Iterator
@@ -26,7 +25,6 @@ from pydantic import SecretStr
 from common.errors import StackError
 from common.kafka import admin_client
 from common.settings import KafkaSettings, RedisSettings
-from corpus.jsonl import write_jsonl
 from model.registry import Registry
 from model.settings import RegistrySettings
 from model.toy import synthetic_articles, toy_artifact
@@ -34,15 +32,15 @@ from tagstream import feed
 from tests.conftest import Stack
 from tests.registry.support import RedisServer, free_port
 from tests.reliability.support import (
-    TINY_PROFILE,
     metrics_port,
     private_stack,
     record,
     scrape,
     stored_ids,
+    trainer_env,
 )
+from tests.worker.harness import LABELS, articles, env_for, expected_ids
 from tests.worker.kafka_tools import TopicReader, WorkerProcess, produce, wait_until
-from tests.worker.test_worker_kafka import LABELS, articles, env_for, expected_ids
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -125,7 +123,16 @@ def test_services_connect_with_credentials_others_are_refused_and_no_secret_leak
     worker = processes(env, "worker")
     trainer_port = free_port()
     trainer = processes(
-        _trainer_env(env, labelled, tmp_path, trainer_port),
+        trainer_env(
+            env,
+            tmp_path,
+            300,
+            topic=labelled,
+            group_id=f"trainer-{labelled}",
+            retrain_min_examples="150",
+            metrics_port=str(trainer_port),
+            log_level="DEBUG",
+        ),
         "trainer",
         [sys.executable, "-m", "tagstream", "trainer", "serve"],
     )
@@ -188,21 +195,6 @@ def _cycle_outcome(trainer: WorkerProcess) -> dict[str, Any]:
     wait_until(finished, 240, "a training cycle to end")
     assert ended[0]["event"] == "cycle", ended[0]
     return ended[0]
-
-
-def _trainer_env(env: dict[str, str], topic: str, tmp_path: Path, port: int) -> dict[str, str]:
-    seed = tmp_path / "seed.jsonl"
-    write_jsonl(seed, synthetic_articles(LABELS, 300, seed=1, prefix="seed"))
-    return env | {
-        "TAGSTREAM_TRAINER_TOPIC": topic,
-        "TAGSTREAM_TRAINER_GROUP_ID": f"trainer-{topic}",
-        "TAGSTREAM_TRAINER_SEED_PATH": str(seed),
-        "TAGSTREAM_TRAINER_STORE_PATH": str(tmp_path / "store.db"),
-        "TAGSTREAM_TRAINER_RETRAIN_MIN_EXAMPLES": "150",
-        "TAGSTREAM_TRAINER_PROFILE_OVERRIDES": json.dumps(TINY_PROFILE),
-        "TAGSTREAM_TRAINER_METRICS_PORT": str(port),
-        "TAGSTREAM_TRAINER_LOG_LEVEL": "DEBUG",
-    }
 
 
 def _refusals(secured: Secured) -> dict[str, bool]:
