@@ -48,3 +48,10 @@ def test_settings_are_frozen() -> None:
     settings = KafkaSettings()
     with pytest.raises(ValueError, match="frozen"):
         settings.bootstrap = "elsewhere:1"  # type: ignore[misc]
+
+
+def test_every_kafka_client_gets_a_short_reconnect_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    """kafka-python backs off up to 30 s from a broker that refused it; ours stops at 1 s."""
+    assert KafkaSettings().client_config()["reconnect_backoff_max_ms"] == 1000
+    monkeypatch.setenv("TAGSTREAM_KAFKA_RECONNECT_BACKOFF_MAX_MS", "5000")
+    assert load(KafkaSettings).client_config()["reconnect_backoff_max_ms"] == 5000
