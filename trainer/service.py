@@ -28,12 +28,13 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from pydantic import ValidationError
 from sklearn.metrics import f1_score
 from sklearn.preprocessing import MultiLabelBinarizer
 
 import corpus
+from common.health import HealthServer
 from common.logging import get_logger
 from common.settings import KafkaSettings, RedisSettings
 from corpus.jsonl import read_jsonl
@@ -162,6 +163,8 @@ class TrainerService:
         self._failures = 0
         self._retry_at = 0.0
         self._poll_failing = False
+        self._last_loop: float | None = None
+        self._consumer: KafkaConsumer | None = None
         self._cycle: threading.Thread | None = None
         self.results: list[CycleResult] = []
 
@@ -352,20 +355,49 @@ class TrainerService:
 
     def run(self, stop: threading.Event) -> None:
         """Consume and retrain until ``stop`` is set; a running cycle finishes first."""
-        if self.settings.metrics_port:
-            start_http_server(self.settings.metrics_port)
-        consumer = self.consumer()
-        try:
-            while not stop.is_set():
-                self.ingest(consumer)
-                if self.due() and not self._cycling():
-                    self._cycle = threading.Thread(target=self._cycle_logged, name="cycle")
-                    self._cycle.start()
-        finally:
-            if self._cycle is not None:
-                self._cycle.join()
-            consumer.close()
-            self.store.close()
+        with ExitStack() as stack:
+            if self.settings.metrics_port:
+                health = HealthServer(
+                    self.settings.metrics_host,
+                    self.settings.metrics_port,
+                    REGISTRY,
+                    self.alive,
+                    self.ready,
+                )
+                stack.enter_context(health)
+                log.info("health_and_metrics_listening", port=health.port)
+            consumer = self._consumer = self.consumer()
+            try:
+                while not stop.is_set():
+                    self._last_loop = time.monotonic()
+                    self.ingest(consumer)
+                    if self.due() and not self._cycling():
+                        self._cycle = threading.Thread(target=self._cycle_logged, name="cycle")
+                        self._cycle.start()
+            finally:
+                if self._cycle is not None:
+                    self._cycle.join()
+                self._consumer = None
+                consumer.close()
+                self.store.close()
+
+    def alive(self) -> tuple[bool, str]:
+        """Liveness: the consume loop came round within ``stall_timeout_s``."""
+        if self._last_loop is None:
+            return True, "starting"
+        quiet_s = time.monotonic() - self._last_loop
+        return quiet_s < self.settings.stall_timeout_s, f"last poll {quiet_s:.1f} s ago"
+
+    def ready(self) -> tuple[bool, str]:
+        """Readiness: partitions assigned and the broker answering."""
+        consumer = self._consumer
+        partitions = len(consumer.assignment()) if consumer is not None else 0
+        if self._poll_failing:
+            return False, "polls are failing: the broker is not reachable"
+        if not partitions:
+            return False, "no partitions assigned"
+        cycle = "a cycle is running" if self._cycling() else f"{self.new_examples()} new examples"
+        return True, f"{partitions} partitions, {cycle}"
 
     def drain(self, consumer: KafkaConsumer, idle_polls: int = 3) -> int:
         """Store everything available now: poll until ``idle_polls`` polls bring nothing."""
@@ -395,7 +427,6 @@ class TrainerService:
         record_cycle(result)
         self.results.append(result)
         return result
-
 
     def _failed(self, exc: Exception) -> None:
         """Count the failure and back off: doubling waits, a traceback only for the first.

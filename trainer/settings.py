@@ -53,7 +53,11 @@ class TrainerSettings(BaseSettings):
 
     lock_ttl_s: float = Field(default=60.0, gt=1)
     metrics_port: int = Field(default=9301, ge=0, le=65535)
-    """Prometheus endpoint; 0 turns it off."""
+    """``/metrics``, ``/healthz`` and ``/readyz``; 0 turns the server off."""
+
+    metrics_host: str = "0.0.0.0"  # noqa: S104 - probes and scrapes come from outside the pod
+    stall_timeout_s: float = Field(default=120.0, gt=0)
+    """``/healthz`` fails when the consume loop has not come round for this long."""
 
     max_body_bytes: int = Field(default=256 * 1024, ge=1)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -23,13 +23,13 @@ from typing import Any, Self
 
 import structlog
 
+from common.health import HealthServer
 from common.kafka import admin_client
 from common.logging import configure, get_logger
 from common.settings import KafkaSettings, RedisSettings, load
 from model.settings import RegistrySettings
 from worker.consumer import KafkaSource
 from worker.errors import WorkerError
-from worker.health import HealthServer
 from worker.inference import Scorer, resolve_device
 from worker.metrics import Metrics
 from worker.models import first_model, open_models

@@ -1,4 +1,4 @@
-"""Prometheus metrics of one worker, in a registry of its own (served by ``worker.health``)."""
+"""Prometheus metrics of one worker, in a registry of its own (served by ``common.health``)."""
 
 from __future__ import annotations
 

@@ -523,8 +523,8 @@ def cli_command(argv: list[str]) -> str | None:
 
 
 def health_routes() -> set[str]:
-    """The paths worker/health.py serves (string constants that look like routes)."""
-    tree = _parse(ROOT / "worker" / "health.py")
+    """The paths common/health.py serves (string constants that look like routes)."""
+    tree = _parse(ROOT / "common" / "health.py")
     return {
         node.value
         for node in ast.walk(tree)

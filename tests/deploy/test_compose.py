@@ -113,6 +113,8 @@ def test_prometheus_scrapes_the_trainer_on_its_metrics_port(
 ) -> None:
     port = trainer_settings("trainer", monkeypatch).metrics_port
     assert str(port) in [str(p) for p in compose_service("trainer")["expose"]]
+    check = " ".join(compose_service("trainer")["healthcheck"]["test"])
+    assert f"127.0.0.1:{port}/healthz" in check and "/healthz" in health_routes()
     scrape = yaml_document(PROMETHEUS / "prometheus.yml")["scrape_configs"]
     (trainer,) = [job for job in scrape if job["job_name"] == "tagstream-trainer"]
     assert trainer["static_configs"][0]["targets"] == [f"trainer:{port}"]

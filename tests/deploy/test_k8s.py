@@ -142,6 +142,15 @@ def test_the_trainer_pod_exposes_its_metrics_port(trainer: Any) -> None:
     assert annotations["prometheus.io/port"] == str(trainer.metrics_port)
 
 
+def test_trainer_probes_hit_healthz_on_the_metrics_port(trainer: Any) -> None:
+    spec = container(TRAINER, "trainer")
+    for probe in ("livenessProbe", "startupProbe"):
+        get = spec[probe]["httpGet"]
+        assert get["path"] == "/healthz" and get["path"] in health_routes()
+        assert port_number(get["port"], spec) == trainer.metrics_port, probe
+    assert trainer.metrics_host == "0.0.0.0", "probes from the kubelet need a non-loopback bind"
+
+
 def test_pods_run_as_the_images_non_root_user() -> None:
     uid, _, gid = effective_user("cpu").partition(":")
     for deployment in (WORKER, TRAINER):

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -46,14 +49,14 @@ def make_service(
     redis_settings: RedisSettings,
     **overrides: object,
 ) -> TrainerService:
-    settings = TrainerSettings(
-        topic=topic,
-        group_id=group_id,
-        seed_path=seed_file,
-        store_path=tmp_path / "store.db",
-        metrics_port=0,
-        **overrides,
-    )  # type: ignore[arg-type]
+    values = {
+        "topic": topic,
+        "group_id": group_id,
+        "seed_path": seed_file,
+        "store_path": tmp_path / "store.db",
+        "metrics_port": 0,
+    } | overrides
+    settings = TrainerSettings(**values)  # type: ignore[arg-type]
     registry = RegistrySettings(cache_dir=tmp_path / "cache")
     return TrainerService(settings, kafka, redis_settings, registry)
 
@@ -136,3 +139,54 @@ def test_datasets_from_a_jsonl_seed_are_carved_by_id_hash(seed_file: Path) -> No
     assert not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2])
     assert sum(map(len, ids)) == 400
     assert data.labels == sorted(LABELS)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def test_health_says_ready_once_assigned_and_not_alive_when_the_loop_stops(
+    tmp_path: Path,
+    seed_file: Path,
+    topic_factory,
+    group_id: str,
+    kafka_settings: KafkaSettings,
+    redis_settings: RedisSettings,
+) -> None:
+    port = free_port()
+    service = make_service(
+        tmp_path,
+        seed_file,
+        topic_factory(partitions=2),
+        group_id,
+        kafka_settings,
+        redis_settings,
+        metrics_port=port,
+        metrics_host="127.0.0.1",
+        stall_timeout_s=1.0,
+    )
+    stop = threading.Event()
+    runner = threading.Thread(target=service.run, args=(stop,))
+    runner.start()
+    try:
+        wait_for(lambda: get(port, "/readyz")[0] == 200, 60, "readiness")
+        assert get(port, "/readyz")[1].startswith("2 partitions")
+        assert get(port, "/healthz")[0] == 200
+        assert "tagstream_trainer_examples_stored_total" in get(port, "/metrics")[1]
+    finally:
+        stop.set()
+        runner.join(timeout=60)
+    time.sleep(1.2)
+    alive, detail = service.alive()
+    assert not alive, detail
+    assert service.ready() == (False, "no partitions assigned")
