@@ -59,6 +59,17 @@ class StaleBatchError(Exception):
     """A partition of this batch was revoked or rewound while it was delivered."""
 
 
+def is_member(membership: Any) -> bool:
+    """Whether a group-metadata snapshot names a generation the broker can fence against.
+
+    After a member finds its membership gone (a frozen process, a broker restart) kafka-python
+    resets it to no generation (-1, no member id) until it rejoins, and the broker accepts a
+    transactional offset commit that carries no generation without any check: a zombie would
+    commit offsets, and outputs, for partitions another member already owns.
+    """
+    return bool(membership.generation_id >= 0 and membership.member_id)
+
+
 class Delivery:
     """Publishes scored batches and acknowledges their offsets (see the module docstring)."""
 
@@ -161,7 +172,10 @@ class Delivery:
             with self._tracker.guard:
                 if not all(self._tracker.is_current(o.origin.tp, o.origin.epoch) for o in outgoing):
                     raise StaleBatchError("a partition was revoked or rewound during the batch")
-                self._sink.send_offsets(offsets, self._group_metadata())
+                membership = self._group_metadata()
+                if not is_member(membership):
+                    raise StaleBatchError("the consumer's group membership was reset")
+                self._sink.send_offsets(offsets, membership)
                 self._sink.commit()
                 for out in outgoing:
                     self._tracker.ack(out.origin.tp, out.origin.epoch, out.origin.offset)

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
+from kafka.structs import ConsumerGroupMetadata
 
 from worker.consumer import RebalanceHandler
 from worker.items import Record
@@ -160,7 +161,7 @@ class FakeSource:
         self.committed.update(offsets)
 
     def group_metadata(self) -> Any:
-        return "group-metadata"
+        return ConsumerGroupMetadata("group", 1, "member-1")
 
     def lag(self) -> dict[TopicPartition, int]:
         return {tp: len(self.data[tp]) - self.positions[tp] for tp in self.assigned}

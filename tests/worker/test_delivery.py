@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 from kafka.errors import KafkaError, ProducerFencedError
+from kafka.structs import ConsumerGroupMetadata
 
 from schemas import Article
 from tests.worker.fakes import FakeModel
@@ -68,7 +69,12 @@ class TransactionLog:
         """Nothing to release."""
 
 
-def setup(sink: TransactionLog) -> tuple[Delivery, OffsetTracker, Answered]:
+MEMBER = ConsumerGroupMetadata("workers", 7, "member-1")
+
+
+def setup(
+    sink: TransactionLog, membership: ConsumerGroupMetadata = MEMBER
+) -> tuple[Delivery, OffsetTracker, Answered]:
     tracker = OffsetTracker()
     tracker.assign([P0, P1])
     results = Results("out", "dlq", "w")
@@ -91,7 +97,7 @@ def setup(sink: TransactionLog) -> tuple[Delivery, OffsetTracker, Answered]:
         results=results,
         metrics=Metrics(),
         exactly_once=True,
-        group_metadata=lambda: "generation-7",
+        group_metadata=lambda: membership,
         halt=threading.Event(),
     )
     return delivery, tracker, answered
@@ -106,7 +112,7 @@ def test_one_transaction_holds_the_batch_results_and_its_next_offsets() -> None:
         ("send", "out"),
         ("send", "out"),
         ("send", "out"),
-        ("send_offsets", {P0: 7, P1: 3}, "generation-7"),
+        ("send_offsets", {P0: 7, P1: 3}, MEMBER),
         ("commit",),
     ]
     assert tracker.outstanding() == 0
@@ -128,6 +134,17 @@ def test_a_batch_whose_partition_was_revoked_meanwhile_is_aborted_not_committed(
     delivery.deliver(answered)
     assert [c[0] for c in sink.calls] == ["begin", "send", "send", "send", "abort"]
     assert tracker.rewinds() == {P0: 5}
+
+
+def test_no_offsets_are_committed_for_a_consumer_whose_membership_was_reset() -> None:
+    """A frozen worker that finds its membership gone resets to no generation; the broker
+    does not fence a transactional offset commit that carries none, so such a batch (whose
+    partitions another member may have committed past meanwhile) must be aborted."""
+    sink = TransactionLog()
+    delivery, tracker, answered = setup(sink, ConsumerGroupMetadata("workers"))
+    delivery.deliver(answered)
+    assert [c[0] for c in sink.calls] == ["begin", "send", "send", "send", "abort"]
+    assert tracker.rewinds() == {P0: 5, P1: 2}
 
 
 def test_a_fenced_producer_stops_the_worker() -> None:
