@@ -159,7 +159,15 @@ def test_a_worker_frozen_past_its_session_rejoins_from_the_committed_offsets(
         fleet.close()
     records = read_topic(kafka_settings, t["output"])
     counted = tally(expected_ids(total), Counter(r["article_id"] for r in records))
-    record("1b-frozen-worker", partitions_back=back["partitions"], **counted.figures())
+    aborts = zombie.events("transaction aborted; its partitions will be rewound")
+    aborted = [str(e["error"]) for e in aborts]
+    record(
+        "1b-frozen-worker",
+        partitions_back=back["partitions"],
+        zombie_aborts_fenced=sum("UnknownMemberIdError" in e for e in aborted),
+        zombie_aborts_without_membership=sum("membership was reset" in e for e in aborted),
+        **counted.figures(),
+    )
     assert codes == [0, 0], fleet.tails()
     assert back["partitions"] == [0, 1, 2], "its own partitions back: what tells a stale start"
     assert counted.missing == 0, describe(records, expected_ids(total))
