@@ -5,8 +5,6 @@ from __future__ import annotations
 import socket
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,6 +16,7 @@ from model.registry import Registry
 from model.settings import RegistrySettings
 from model.toy import synthetic_articles
 from tagstream import feed
+from tests.worker.harness import get
 from trainer.service import TrainerService, jsonl_datasets, run_once
 from trainer.settings import TrainerSettings
 
@@ -145,14 +144,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
 
 
 def test_health_says_ready_once_assigned_and_not_alive_when_the_loop_stops(

@@ -56,12 +56,14 @@ def topics(topic_factory: Callable[..., str]) -> Callable[[int], dict[str, str]]
 
 
 def get(port: int | None, path: str) -> tuple[int, str]:
-    """Status and body of a GET on the worker's health server."""
+    """Status and body of a GET on a service's health server; status 0 while nothing listens."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as error:
         return error.code, error.read().decode()
+    except urllib.error.URLError as error:
+        return 0, str(error.reason)
 
 
 def articles(count: int, start: int = 0) -> list[tuple[bytes, bytes]]:
