@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer
 from kafka import TopicPartition as KafkaTopicPartition
+from kafka.coordinator.base import MemberState
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
@@ -145,6 +146,7 @@ class KafkaSource:
         if self._poll_failing:
             log.info("poll recovered")
         self._poll_failing = False
+        self._finish_lost_join()
         records = [
             Record(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp)
             for rs in batches.values()
@@ -171,6 +173,24 @@ class KafkaSource:
         """Local state only (no network): safe from the rebalance handler."""
         self._consumer.seek(kafka_tp(tp), offset)
         self._last_offsets.pop(tp, None)
+
+    def _finish_lost_join(self) -> None:
+        """Work around kafka-python 3.0.12 dropping a join that completed.
+
+        A rejoin started because the partitions in the metadata changed (the usual case just
+        after a topic is created) can complete on the broker after a poll has timed out;
+        if the metadata then settles, the consumer no longer "needs" to rejoin, never applies
+        the completed join, and sits in REBALANCING with no partitions and no heartbeats
+        until ``join_timeout_s`` (seen in the benchmark smoke run). Asking for a rejoin makes
+        the next poll finish it (or join afresh).
+        """
+        coordinator = getattr(self._consumer, "_coordinator", None)
+        if getattr(coordinator, "state", None) is not MemberState.REBALANCING:
+            return
+        if coordinator is None or coordinator.need_rejoin():
+            return
+        log.warning("a join kafka-python no longer awaits; asking it to finish the join")
+        coordinator.request_rejoin()
 
     def commit(self, offsets: dict[TopicPartition, int]) -> None:
         self._consumer.commit(kafka_offsets(offsets), timeout_ms=self._commit_timeout_ms)

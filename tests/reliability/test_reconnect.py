@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from kafka import KafkaConsumer
+from kafka.coordinator.base import MemberState
 from kafka.errors import KafkaConnectionError, UnsupportedVersionError
 
 from common.settings import KafkaSettings, RedisSettings
@@ -19,9 +20,11 @@ from model.settings import RegistrySettings
 from model.toy import synthetic_articles
 from tagstream import feed
 from tests.reliability.support import stored_ids
+from tests.worker.kafka_tools import wait_until
 from trainer.service import TrainerService
 from trainer.settings import TrainerSettings
 from worker.consumer import KafkaSource
+from worker.offsets import TopicPartition
 from worker.settings import WorkerSettings
 
 pytestmark = pytest.mark.integration
@@ -87,3 +90,43 @@ def test_the_trainer_stores_on_through_retriable_errors_out_of_poll_and_commit(
         consumer.close()
         service.store.close()
     assert sorted(stored_ids(settings.store_path)) == sorted(a.id for a in articles)
+
+
+class Assignments:
+    """A rebalance handler that keeps every assignment it is told of."""
+
+    def __init__(self) -> None:
+        self.assigned: list[set[TopicPartition]] = []
+
+    def on_assigned(self, partitions: set[TopicPartition]) -> None:
+        self.assigned.append(partitions)
+
+    def on_revoked(self, partitions: set[TopicPartition]) -> None:
+        """Nothing in flight to drain here."""
+
+    def on_lost(self, partitions: set[TopicPartition]) -> None:
+        """Nothing in flight to drop here."""
+
+
+def test_a_join_kafka_python_stopped_awaiting_is_finished_by_the_next_polls(
+    kafka_settings: KafkaSettings, topic_factory: Any, group_id: str
+) -> None:
+    """kafka-python 3.0.12 can leave a member rebalancing with nothing left to rejoin for
+    (a rejoin started by a metadata change, which then settled, while a poll had timed out):
+    no partitions, no heartbeats, until the worker's join timeout. The source notices the
+    state and has the consumer finish the join."""
+    topic = topic_factory(2, "join")
+    handler = Assignments()
+    source = KafkaSource(kafka_settings, WorkerSettings(group_id=group_id), "join")
+    try:
+        source.subscribe(topic, handler)
+        wait_until(lambda: source.poll(100) == [] and bool(handler.assigned), 60, "a first join")
+        coordinator = source._consumer._coordinator
+        coordinator.state = MemberState.REBALANCING  # what the lost join leaves behind
+        assert not coordinator.need_rejoin()
+        joins = len(handler.assigned)
+        wait_until(lambda: source.poll(100) == [] and len(handler.assigned) > joins, 30, "a join")
+        assert coordinator.state is MemberState.STABLE
+        assert {tp.partition for tp in handler.assigned[-1]} == {0, 1}
+    finally:
+        source.close()
