@@ -75,7 +75,7 @@ class WorkerSettings(BaseSettings):
     """On revocation: how long to wait for in-flight work before discarding it."""
     join_timeout_s: float = Field(default=90.0, gt=0)
     """Leave and rejoin the group when no assignment arrives this long after joining began
-    (kafka-python 3.0.12 can lose a completed join under CPU starvation). Longer than
+    (kafka-python 3.0.12 can lose a completed join; see docs/worker.md). Longer than
     ``session_timeout_ms``: a rebalance may wait that long for a dead member."""
     producer_linger_ms: int = Field(default=5, ge=0)
 
