@@ -18,6 +18,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 
 from benchmarks.stats import rate
 from common.settings import KafkaSettings
+from messaging import client_config
 from model.inference import Classifier
 from schemas import LabelScore, Prediction, SourceRef, decode_article
 
@@ -25,7 +26,7 @@ from schemas import LabelScore, Prediction, SourceRef, decode_article
 def ceiling_rate(settings: KafkaSettings, topic: str, count: int) -> float:
     """Messages/s from the first record received to the ``count``-th, decoded and validated."""
     consumer = KafkaConsumer(
-        **settings.client_config(), group_id=None, enable_auto_commit=False, max_poll_records=500
+        **client_config(settings), group_id=None, enable_auto_commit=False, max_poll_records=500
     )
     try:
         partitions = consumer.partitions_for_topic(topic) or set()
@@ -49,12 +50,12 @@ def naive_rate(
     """Messages/s of the one-at-a-time loop, timed from its first message to its last."""
     consumer = KafkaConsumer(
         topic,
-        **settings.client_config(),
+        **client_config(settings),
         group_id=f"bench-naive-{uuid.uuid4().hex[:8]}",
         enable_auto_commit=False,
         auto_offset_reset="earliest",
     )
-    producer = KafkaProducer(**settings.client_config(), acks="all", linger_ms=0)
+    producer = KafkaProducer(**client_config(settings), acks="all", linger_ms=0)
     try:
         done, started = 0, 0.0
         while done < count:

@@ -11,13 +11,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from kafka import KafkaAdminClient
-
 from benchmarks.models import BenchModel, renamed
 from benchmarks.plan import Plan
 from benchmarks.streams import Topics, fill, messages
 from benchmarks.workers import WorkerGroup
-from common.kafka import admin_client
+from messaging.admin import Admin
+from messaging.admin import admin as admin_client
 from schemas import Article
 
 
@@ -58,9 +57,8 @@ def wait_committed(group: WorkerGroup, count: int, timeout_s: float = 300.0) -> 
             time.sleep(0.5)
 
 
-def committed(admin: KafkaAdminClient, group: str) -> int:
-    offsets = admin.list_group_offsets(group).get(group, {})
-    return sum(max(meta.offset, 0) for meta in offsets.values())
+def committed(admin: Admin, group: str) -> int:
+    return sum(admin.committed(group).values())
 
 
 def measure(

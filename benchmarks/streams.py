@@ -18,8 +18,8 @@ from pathlib import Path
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from common.kafka import ensure_topics
 from common.settings import KafkaSettings
+from messaging import client_config, ensure_topics
 from schemas import Article
 from tagstream.stack import LocalStack, StackSettings
 
@@ -67,12 +67,12 @@ def messages(articles: Sequence[Article]) -> list[Message]:
 
 
 def producer(settings: KafkaSettings) -> KafkaProducer:
-    return KafkaProducer(**settings.client_config(), acks="all", linger_ms=0)
+    return KafkaProducer(**client_config(settings), acks="all", linger_ms=0)
 
 
 def fill(settings: KafkaSettings, topic: str, batch: Sequence[Message]) -> None:
     """Send every message and wait for the broker to acknowledge them all."""
-    sender = KafkaProducer(**settings.client_config(), acks="all", linger_ms=5)
+    sender = KafkaProducer(**client_config(settings), acks="all", linger_ms=5)
     try:
         for key, value in batch:
             sender.send(topic, key=key, value=value)
@@ -105,7 +105,7 @@ class Collector:
 
     def __init__(self, settings: KafkaSettings, topic: str) -> None:
         self._consumer = KafkaConsumer(
-            **settings.client_config(),
+            **client_config(settings),
             group_id=None,
             enable_auto_commit=False,
             isolation_level="read_committed",

@@ -35,9 +35,9 @@ import torch
 from kafka import KafkaProducer
 
 import corpus
-from common.kafka import ensure_topics
 from common.logging import configure
 from common.settings import KafkaSettings, RedisSettings
+from messaging import client_config, ensure_topics
 from model.artifact import Artifact
 from model.encoder import TextEncoder
 from model.inference import Classifier
@@ -92,7 +92,7 @@ def payloads(test: list[Article], count: int) -> list[tuple[bytes, bytes]]:
 
 
 def produce(kafka: KafkaSettings, topic: str, data: list[tuple[bytes, bytes]]) -> None:
-    producer = KafkaProducer(**kafka.client_config(), acks="all", linger_ms=20)
+    producer = KafkaProducer(**client_config(kafka), acks="all", linger_ms=20)
     for key, value in data:
         producer.send(topic, key=key, value=value)
     producer.flush(timeout=60)

@@ -40,29 +40,31 @@ class KafkaSettings(BaseSettings):
     """Longest wait between attempts to reach a broker that keeps refusing. kafka-python's own
     default, 30 s, kept workers idle for up to 30 s after a restarted broker was back
     (docs/reliability.md); 1 s is the Java client's default."""
+    compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "lz4"
+    """How the project's producers compress record batches (predictions, dead letters, the
+    demo's feed). Consumers read every codec whatever this says. lz4 by measurement
+    (docs/kafka.md): the least worker CPU of the codecs that compress."""
 
-    def client_config(self) -> dict[str, Any]:
-        """Keyword arguments shared by every kafka-python client built from these settings."""
-        config: dict[str, Any] = {
-            "bootstrap_servers": self.bootstrap.split(","),
-            "security_protocol": self.security_protocol,
-            "client_id": self.client_id,
-            "reconnect_backoff_max_ms": self.reconnect_backoff_max_ms,
-        }
-        if self.security_protocol.startswith("SASL"):
-            if self.sasl_username is None or self.sasl_password is None:
-                raise ConfigError(
-                    "TAGSTREAM_KAFKA_SASL_USERNAME and TAGSTREAM_KAFKA_SASL_PASSWORD are required "
-                    f"with TAGSTREAM_KAFKA_SECURITY_PROTOCOL={self.security_protocol}"
-                )
-            config |= {
-                "sasl_mechanism": self.sasl_mechanism,
-                "sasl_plain_username": self.sasl_username,
-                "sasl_plain_password": self.sasl_password.get_secret_value(),
-            }
-        if self.ssl_cafile:
-            config["ssl_cafile"] = self.ssl_cafile
-        return config
+
+class TopicSettings(BaseSettings):
+    """How ``tagstream topics create`` makes the project's topics (``TAGSTREAM_TOPICS_*``).
+
+    The names come from the worker's and the trainer's settings. ``replication_factor`` and
+    ``min_insync_replicas`` left unset take the cluster's defaults
+    (``default.replication.factor``, ``min.insync.replicas``).
+    """
+
+    model_config = settings_config("TAGSTREAM_TOPICS_")
+
+    input_partitions: int = Field(default=6, ge=1)
+    """Partitions of the input topic: the most workers that do useful work at once."""
+    output_partitions: int = Field(default=6, ge=1)
+    dlq_partitions: int = Field(default=1, ge=1)
+    labelled_partitions: int = Field(default=1, ge=1)
+    replication_factor: int | None = Field(default=None, ge=1)
+    min_insync_replicas: int | None = Field(default=None, ge=1)
+    retention_ms: int | None = Field(default=None, ge=-1)
+    """``retention.ms`` of every topic (-1 keeps records forever); unset: the broker's."""
 
 
 class RedisSettings(BaseSettings):

@@ -37,10 +37,10 @@ from rich.panel import Panel
 from rich.table import Table
 
 import corpus
-from common.kafka import ensure_topics
 from common.logging import configure
 from common.paths import cache_dir
 from common.settings import KafkaSettings, RedisSettings
+from messaging import ensure_topics
 from model.artifact import Artifact
 from model.registry import Registry
 from model.settings import RegistrySettings

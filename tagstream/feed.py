@@ -6,13 +6,13 @@ import time
 from collections.abc import Iterable
 from typing import Literal
 
-from kafka import KafkaProducer
-
 import corpus
 from common.settings import KafkaSettings
+from messaging import Producer
 from schemas import Article, LabelledArticle
 
 Split = Literal["train", "validation", "test"]
+FLUSH_TIMEOUT_S = 60.0
 
 
 def split_articles(split: Split) -> list[LabelledArticle]:
@@ -35,18 +35,19 @@ def produce(
     rate: float | None = None,
 ) -> int:
     """Send each article keyed by its id, at most ``rate`` per second; returns the count."""
-    producer = KafkaProducer(**settings.client_config(), acks="all", linger_ms=5)
+    producer = Producer(settings, linger_ms=5)
     sent = 0
     started = time.monotonic()
     try:
         for article in articles:
             if rate:
                 _pace(started, sent, rate)
-            producer.send(topic, key=article.id.encode(), value=article.model_dump_json().encode())
+            key, value = article.id.encode(), article.model_dump_json().encode()
+            producer.send(topic, key, value, None)
             sent += 1
-        producer.flush()
+        producer.flush(FLUSH_TIMEOUT_S)
     finally:
-        producer.close()
+        producer.close(FLUSH_TIMEOUT_S)
     return sent
 
 

@@ -28,13 +28,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import redis
-from kafka.admin import ScramMechanism, UserScramCredentialUpsertion
 from pydantic_settings import BaseSettings
 
 from common.errors import StackError
-from common.kafka import admin_client, wait_until_ready
 from common.paths import cache_dir
 from common.settings import KafkaSettings, settings_config
+from messaging import wait_until_ready
+from messaging.admin import admin
 
 KAFKA_VERSION = "4.3.1"
 POM = Path(__file__).resolve().parent.parent / "deploy" / "local" / "kafka" / "pom.xml"
@@ -170,9 +170,8 @@ class LocalStack:
 
     def _create_sasl_user(self, state: StackState) -> None:
         user, password = self.sasl_credentials()
-        upsert = UserScramCredentialUpsertion(user, ScramMechanism.SCRAM_SHA_512, password)
-        with admin_client(KafkaSettings(bootstrap=state.kafka_bootstrap)) as admin:
-            admin.alter_user_scram_credentials([upsert])
+        with admin(KafkaSettings(bootstrap=state.kafka_bootstrap)) as client:
+            client.upsert_scram_user(user, password)
 
     def down(self) -> bool:
         """Stop both servers and wait until they are gone; returns whether any ran."""

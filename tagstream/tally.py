@@ -12,13 +12,14 @@ import time
 from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
 
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
-from kafka.errors import KafkaError
 from pydantic import ValidationError
 from sklearn.metrics import f1_score
 from sklearn.preprocessing import MultiLabelBinarizer
 
 from common.settings import KafkaSettings
+from messaging import MessagingError
+from messaging.admin import Admin
+from messaging.consumer import Reader
 from schemas import Prediction
 
 
@@ -57,21 +58,7 @@ class Tally:
         self._state = Snapshot()
         self._recent: deque[tuple[float, int]] = deque(maxlen=50)
         self.predictions: dict[str, Prediction] = {}
-        self._consumer = KafkaConsumer(
-            **settings.client_config(),
-            group_id=None,
-            isolation_level="read_committed",
-            enable_auto_commit=False,
-        )
-        partitions = [
-            TopicPartition(topic, p)
-            for topic in self._topics
-            for p in sorted(self._consumer.partitions_for_topic(topic) or ())
-        ]
-        self._consumer.assign(partitions)
-        self._consumer.seek_to_end(*partitions)
-        for partition in partitions:  # resolve the end offsets now, before anything is sent
-            self._consumer.position(partition)
+        self._reader = Reader(settings, self._topics, start="end")
         self._thread = threading.Thread(target=self._run, name="tally", daemon=True)
 
     def start(self) -> Tally:
@@ -81,7 +68,7 @@ class Tally:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
-        self._consumer.close()
+        self._reader.close()
 
     def snapshot(self) -> Snapshot:
         with self._lock:
@@ -95,13 +82,12 @@ class Tally:
             )
 
     def _run(self) -> None:
-        admin = KafkaAdminClient(**self._settings.client_config())
+        admin = Admin(self._settings)
         next_lag = 0.0
         try:
             while not self._stop.is_set():
-                for records in self._consumer.poll(timeout_ms=200).values():
-                    for record in records:
-                        self._count(record.topic, record.value)
+                for record in self._reader.poll(timeout_ms=200):
+                    self._count(record.topic, record.value or b"")
                 if time.monotonic() >= next_lag:
                     self._measure_lag(admin)
                     next_lag = time.monotonic() + 2.0
@@ -130,19 +116,12 @@ class Tally:
             if now - first_time > 0.5:
                 self._state.rate = (self._state.predicted - first_count) / (now - first_time)
 
-    def _measure_lag(self, admin: KafkaAdminClient) -> None:
+    def _measure_lag(self, admin: Admin) -> None:
         try:
-            committed = admin.list_group_offsets(self._group_id).get(self._group_id, {})
-            partitions = [
-                TopicPartition(self._input_topic, p)
-                for p in sorted(self._consumer.partitions_for_topic(self._input_topic) or ())
-            ]
-            ends = self._consumer.end_offsets(partitions)
-        except KafkaError:  # lag is informative only; a failed read leaves it unknown
+            rows = admin.group_lag(self._group_id, self._input_topic)
+        except MessagingError:  # lag is informative only; a failed read leaves it unknown
             return
-        lag = sum(
-            end - (committed[tp].offset if tp in committed else 0) for tp, end in ends.items()
-        )
+        lag = sum(row.lag for row in rows)
         with self._lock:
             self._state.lag = lag
 

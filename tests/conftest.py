@@ -21,8 +21,8 @@ import pytest
 import redis
 
 from common.errors import StackError
-from common.kafka import ensure_topics
 from common.settings import KafkaSettings, RedisSettings
+from messaging import ensure_topics
 from tagstream.stack import LocalStack, StackSettings
 from tests.worker.harness import in_process, processes, reader, topics, toy_model
 

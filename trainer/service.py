@@ -21,13 +21,8 @@ from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import redis
-from kafka import KafkaConsumer, TopicPartition
-from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import CommitFailedError, KafkaError
-from kafka.structs import OffsetAndMetadata
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from pydantic import ValidationError
 from sklearn.metrics import f1_score
@@ -39,6 +34,7 @@ from common.logging import get_logger
 from common.settings import KafkaSettings, RedisSettings
 from corpus.jsonl import read_jsonl
 from corpus.reuters import hash_bucket
+from messaging import Consumer, Record, RetriableError, TopicPartition
 from model.artifact import Artifact
 from model.inference import Classifier
 from model.registry import Registry
@@ -162,9 +158,8 @@ class TrainerService:
         self._last_cycle = time.monotonic()
         self._failures = 0
         self._retry_at = 0.0
-        self._poll_failing = False
         self._last_loop: float | None = None
-        self._consumer: KafkaConsumer | None = None
+        self._consumer: Consumer | None = None
         self._cycle: threading.Thread | None = None
         self.results: list[CycleResult] = []
 
@@ -177,41 +172,20 @@ class TrainerService:
 
     # --- consuming -------------------------------------------------------------------------
 
-    def consumer(self) -> KafkaConsumer:
+    def consumer(self) -> Consumer:
         """A consumer that starts each assigned partition where the store says."""
-        consumer = KafkaConsumer(
-            **self.kafka.client_config(),
-            group_id=self.settings.group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            isolation_level="read_committed",
-            max_poll_records=500,
-        )
-        consumer.subscribe([self.settings.topic], listener=_SeekToStore(consumer, self.store))
+        consumer = Consumer(self.kafka, group_id=self.settings.group_id, max_poll_records=500)
+        consumer.subscribe(self.settings.topic, _SeekToStore(consumer, self.store))
         return consumer
 
-    def ingest(self, consumer: KafkaConsumer, timeout_ms: int = 500) -> int:
+    def ingest(self, consumer: Consumer, timeout_ms: int = 500) -> int:
         """Poll once, store the batch, then commit; returns how many examples were new.
 
-        kafka-python 3.0.12 raises connection errors out of poll() and commit() while the
-        broker is away (tests/reliability/test_reconnect.py); the client reconnects by
-        itself. Such a poll brought nothing; such a commit is left to the next batch (the
-        store, not the group's offsets, says where to resume).
+        A poll that fails while the broker is away brought nothing (the consumer logs it once
+        per outage); a failed commit is left to the next batch (the store, not the group's
+        offsets, says where to resume).
         """
-        try:
-            batches = consumer.poll(timeout_ms=timeout_ms)
-        except KafkaError as exc:
-            if not exc.retriable:
-                raise
-            if not self._poll_failing:
-                log.warning("poll_failed_retrying", error=f"{type(exc).__name__}: {exc}")
-            self._poll_failing = True
-            time.sleep(min(timeout_ms, 200) / 1000)  # such a poll may fail at once: no spinning
-            return 0
-        if self._poll_failing:
-            log.info("poll_recovered")
-        self._poll_failing = False
-        records = [r for batch in batches.values() for r in batch]
+        records = consumer.poll(timeout_ms)
         if not records:
             return 0
         stored = self.store.append(self._decoded(records))
@@ -219,27 +193,23 @@ class TrainerService:
         self._commit(consumer)
         return stored
 
-    def _commit(self, consumer: KafkaConsumer) -> None:
-        positions = self.store.positions()
+    def _commit(self, consumer: Consumer) -> None:
+        assigned = consumer.assignment()
+        positions = {
+            TopicPartition(topic, partition): offset
+            for (topic, partition), offset in self.store.positions().items()
+        }
         try:
-            consumer.commit(
-                {
-                    TopicPartition(topic, partition): OffsetAndMetadata(offset, "", -1)
-                    for (topic, partition), offset in positions.items()
-                    if TopicPartition(topic, partition) in consumer.assignment()
-                }
-            )
-        except KafkaError as exc:
-            if not (exc.retriable or isinstance(exc, CommitFailedError)):
-                raise
-            log.warning("commit_failed_retrying", error=f"{type(exc).__name__}: {exc}")
+            consumer.commit({tp: offset for tp, offset in positions.items() if tp in assigned})
+        except RetriableError as exc:
+            log.warning("offset commit failed; the next batch commits", error=str(exc))
 
-    def _decoded(self, records: Iterable[Any]) -> Iterable[StoredRecord]:
+    def _decoded(self, records: Iterable[Record]) -> Iterable[StoredRecord]:
         for record in records:
             source = SourceRef(topic=record.topic, partition=record.partition, offset=record.offset)
             try:
                 article = decode_labelled_article(
-                    record.value, max_body_bytes=self.settings.max_body_bytes
+                    record.value or b"", max_body_bytes=self.settings.max_body_bytes
                 )
             except ValidationError as exc:
                 REJECTED.inc()
@@ -392,14 +362,14 @@ class TrainerService:
         """Readiness: partitions assigned and the broker answering."""
         consumer = self._consumer
         partitions = len(consumer.assignment()) if consumer is not None else 0
-        if self._poll_failing:
+        if consumer is not None and consumer.failing:
             return False, "polls are failing: the broker is not reachable"
         if not partitions:
             return False, "no partitions assigned"
         cycle = "a cycle is running" if self._cycling() else f"{self.new_examples()} new examples"
         return True, f"{partitions} partitions, {cycle}"
 
-    def drain(self, consumer: KafkaConsumer, idle_polls: int = 3) -> int:
+    def drain(self, consumer: Consumer, idle_polls: int = 3) -> int:
         """Store everything available now: poll until ``idle_polls`` polls bring nothing."""
         total, idle = 0, 0
         while idle < idle_polls:
@@ -478,17 +448,20 @@ def _reason(promote: bool, candidate: float, production: float | None, margin: f
     return f"candidate {candidate:.4f} {relation} production {production:.4f} - margin {margin}"
 
 
-class _SeekToStore(ConsumerRebalanceListener):  # type: ignore[misc]
+class _SeekToStore:
     """On assignment, start each partition at the store's position (the source of truth)."""
 
-    def __init__(self, consumer: KafkaConsumer, store: ExampleStore) -> None:
+    def __init__(self, consumer: Consumer, store: ExampleStore) -> None:
         self._consumer = consumer
         self._store = store
 
-    def on_partitions_revoked(self, revoked: object) -> None:
+    def on_revoked(self, partitions: set[TopicPartition]) -> None:
         """Nothing to do: every stored record's offset is already committed or in the store."""
 
-    def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+    def on_lost(self, partitions: set[TopicPartition]) -> None:
+        """Nothing to do: the store, not the group, says where to resume."""
+
+    def on_assigned(self, assigned: set[TopicPartition]) -> None:
         positions = self._store.positions()
         for partition in assigned:
             offset = positions.get((partition.topic, partition.partition))

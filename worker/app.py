@@ -24,18 +24,19 @@ from typing import Any, Self
 import structlog
 
 from common.health import HealthServer
-from common.kafka import admin_client
 from common.logging import configure, get_logger
 from common.settings import KafkaSettings, RedisSettings, load
+from messaging.admin import admin
+from model.inference import resolve_device
 from model.settings import RegistrySettings
-from worker.consumer import KafkaSource
 from worker.errors import WorkerError
-from worker.inference import Scorer, resolve_device
+from worker.inference import Scorer
 from worker.metrics import Metrics
 from worker.models import first_model, open_models
 from worker.pipeline import Pipeline
-from worker.publisher import KafkaSink
 from worker.settings import WorkerSettings
+from worker.sink import open_sink
+from worker.source import open_source
 from worker.supervisor import supervise
 from worker.swap import ModelSlot, Swapper
 
@@ -92,6 +93,8 @@ class Worker:
         self.pipeline: Pipeline | None = None
         self.health_port: int | None = None
         self.stopping = threading.Event()
+        self.halt = threading.Event()
+        """Ends the stages and every wait of the producer (set when the drain is over)."""
         self._started = time.monotonic()
 
     def stop(self) -> None:
@@ -107,7 +110,7 @@ class Worker:
             group_id=self.settings.group_id,
             input_topic=self.settings.input_topic,
             processing_guarantee=self.settings.processing_guarantee,
-            device=resolve_device(self.settings.device),
+            device=resolve_device(self.settings.device).type,
         )
         try:
             with ExitStack() as stack:
@@ -141,9 +144,9 @@ class Worker:
             stack.callback(swapper.stop)
             models.watch(swapper)
         check_topics(self.kafka, self.settings)
-        sink = KafkaSink(self.kafka, self.settings, self.worker_id)
+        sink = open_sink(self.kafka, self.settings, self.worker_id, self.halt)
         stack.callback(sink.close, 10.0)
-        source = KafkaSource(self.kafka, self.settings, self.worker_id)
+        source = open_source(self.kafka, self.settings, self.worker_id)
         stack.callback(source.close)
         self.pipeline = Pipeline(
             self.settings,
@@ -153,13 +156,14 @@ class Worker:
             metrics=self.metrics,
             scorer=self.scorer(),
             worker_id=self.worker_id,
+            halt=self.halt,
         )
         if self.stopping.is_set():
             return
         self.pipeline.run()
 
     def scorer(self) -> Scorer:
-        on_cpu = resolve_device(self.settings.device) == "cpu"
+        on_cpu = resolve_device(self.settings.device).type == "cpu"
         return Scorer(self.settings.bucket_size if on_cpu else None)
 
     # -- health -----------------------------------------------------------------------------
@@ -170,10 +174,13 @@ class Worker:
         now = time.monotonic()
         quiet_s = now - pipeline.last_step
         busy_s = max(
-            now - (stage.busy_since or now) for stage in (pipeline.runner, pipeline.delivery)
+            now - (stage.busy_since or now) for stage in (pipeline.scoring, pipeline.delivery)
         )
         limit_s = self.settings.max_poll_interval_ms / 1000
         detail = f"last poll {quiet_s:.1f} s ago, current batch running {busy_s:.1f} s"
+        if pipeline.undecodable:
+            held = ", ".join(str(error) for error in pipeline.undecodable.values())
+            return False, f"{detail}; undecodable: {held}"
         return quiet_s < limit_s and busy_s < limit_s, detail
 
     def ready(self) -> tuple[bool, str]:
@@ -207,12 +214,12 @@ class Worker:
 def check_topics(kafka: KafkaSettings, settings: WorkerSettings) -> None:
     """Fail at start, with the names, when a topic the worker needs does not exist."""
     wanted = {settings.input_topic, settings.output_topic, settings.dlq_topic}
-    with admin_client(kafka) as admin:
-        missing = wanted - set(admin.list_topics())
+    with admin(kafka) as client:
+        missing = wanted - client.list_topics()
     if missing:
         raise WorkerError(
             f"topics missing on {kafka.bootstrap}: {', '.join(sorted(missing))}; "
-            "create them first (the broker does not auto-create topics)"
+            "create them with `tagstream topics create` (the broker does not auto-create topics)"
         )
 
 

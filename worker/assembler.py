@@ -1,9 +1,9 @@
 """The assembler thread: polled chunks in, encoded batches out.
 
-It decodes and encodes the next records while the runner scores the current batch. A batch
+It decodes and encodes the next records while the scoring stage scores the current batch. A batch
 is encoded by one model, the one serving when the batch opened; when the slot holds a new
 model, whatever the old one encoded is flushed as a batch first, so a swap happens between
-batches. ``END`` in the intake flushes the open batch and is passed on to the runner.
+batches. ``END`` in the intake flushes the open batch and is passed on to the scoring stage.
 """
 
 from __future__ import annotations
@@ -12,25 +12,13 @@ import itertools
 import queue
 import threading
 from dataclasses import dataclass
-from typing import Final
 
 from worker.batcher import Batch, Batcher
 from worker.decoding import to_items
 from worker.inference import Model
 from worker.items import Item, Polled
+from worker.stages import END, IDLE_S, _End, put
 from worker.swap import ModelSlot
-
-
-class _End:
-    def __repr__(self) -> str:
-        return "END"
-
-
-END: Final = _End()
-"""Sentinel: no more input; flush and finish."""
-
-IDLE_S = 0.1
-"""How long a stage waits on an empty queue before looking at the halt flag again."""
 
 
 @dataclass(frozen=True)
@@ -106,9 +94,4 @@ class Assembler:
             self._put(ModelBatch(next(self._ids), batch, self._model))
 
     def _put(self, work: ModelBatch | _End) -> None:
-        while not self._halt.is_set():
-            try:
-                self._batches.put(work, timeout=IDLE_S)
-                return
-            except queue.Full:
-                continue
+        put(self._batches, work, self._halt)

@@ -10,7 +10,7 @@ at-least-once
 
 exactly-once
     one transaction per batch: begin -> send every result -> send the batch's offsets
-    (highest + 1 per partition) with the consumer's group metadata -> commit. The offsets are
+    (highest + 1 per partition) with the consumer's group membership -> commit. The offsets are
     acked only after the commit. Any failure aborts, and the batch's partitions are rewound.
     The send-offsets-and-commit step holds ``tracker.guard``, which revocation also takes, so
     a revoked partition's offsets are never committed after its revocation was handled.
@@ -20,54 +20,37 @@ exactly-once
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 import structlog
-from kafka.errors import (
-    FencedInstanceIdError,
-    InvalidProducerEpochError,
-    KafkaError,
-    KafkaTimeoutError,
-    ProducerFencedError,
-    TransactionalIdAuthorizationFailedError,
-)
 
 from common.logging import get_logger
-from worker.assembler import IDLE_S, _End
-from worker.errors import FencedError
+from messaging import DeadlineError, GroupMembership, MessagingError, TopicPartition
+from messaging import FencedError as ClientFencedError
+from messaging.producer import Done
+from worker.errors import FencedError, WorkerError
 from worker.metrics import Metrics
-from worker.offsets import OffsetTracker, TopicPartition
-from worker.publisher import Done, Sink
+from worker.offsets import OffsetTracker
 from worker.results import Outgoing, Results
-from worker.runner import Answered, Answers
+from worker.scoring import Answered, Answers
+from worker.sink import Sink
+from worker.stages import _End, get
 
 log = get_logger("worker.delivery")
-
-FATAL = (
-    ProducerFencedError,
-    InvalidProducerEpochError,
-    FencedInstanceIdError,
-    TransactionalIdAuthorizationFailedError,
-)
 
 
 class StaleBatchError(Exception):
     """A partition of this batch was revoked or rewound while it was delivered."""
 
 
-def is_member(membership: Any) -> bool:
-    """Whether a group-metadata snapshot names a generation the broker can fence against.
+class TransactionStuckError(WorkerError):
+    """The broker did not answer a transaction's commit in time: its outcome is unknown.
 
-    After a member finds its membership gone (a frozen process, a broker restart) kafka-python
-    resets it to no generation (-1, no member id) until it rejoins, and the broker accepts a
-    transactional offset commit that carries no generation without any check: a zombie would
-    commit offsets, and outputs, for partitions another member already owns.
+    The worker stops; the broker aborts the transaction when its timeout passes, or the next
+    instance with the same transactional id fences and aborts it.
     """
-    return bool(membership.generation_id >= 0 and membership.member_id)
 
 
 class Delivery:
@@ -82,7 +65,7 @@ class Delivery:
         results: Results,
         metrics: Metrics,
         exactly_once: bool,
-        group_metadata: Callable[[], Any],
+        membership: Callable[[], GroupMembership],
         halt: threading.Event,
     ) -> None:
         self._answers = answers
@@ -91,16 +74,15 @@ class Delivery:
         self._results = results
         self._metrics = metrics
         self._exactly_once = exactly_once
-        self._group_metadata = group_metadata
+        self._membership = membership
         self._halt = halt
         self.busy_since: float | None = None
         """When the delivery running now started (None between batches)."""
 
     def run(self) -> None:
         while not self._halt.is_set():
-            try:
-                answered: Answered | _End = self._answers.get(timeout=IDLE_S)
-            except queue.Empty:
+            answered = get(self._answers, self._halt)
+            if answered is None:
                 continue
             if isinstance(answered, _End):
                 return
@@ -123,7 +105,7 @@ class Delivery:
         for out in outgoing:
             try:
                 self._send(out, self._on_done)
-            except KafkaTimeoutError as exc:  # no metadata or no buffer space in max_block_ms
+            except DeadlineError as exc:  # no metadata or no buffer space in max_block_ms
                 self._on_done(out)(exc)
 
     def _send(self, out: Outgoing, on_done: Callable[[Outgoing], Done] | None) -> Outgoing:
@@ -132,9 +114,9 @@ class Delivery:
         try:
             self._sink.send(out.topic, out.key, out.value, on_done(out) if on_done else None)
             return out
-        except KafkaTimeoutError:
+        except DeadlineError:
             raise
-        except (KafkaError, ValueError, TypeError) as exc:
+        except MessagingError as exc:
             bare = self._results.unpublishable(out, exc)
             log.warning(
                 "result refused by the client; sending a bare dead letter",
@@ -172,26 +154,29 @@ class Delivery:
             with self._tracker.guard:
                 if not all(self._tracker.is_current(o.origin.tp, o.origin.epoch) for o in outgoing):
                     raise StaleBatchError("a partition was revoked or rewound during the batch")
-                membership = self._group_metadata()
-                if not is_member(membership):
-                    raise StaleBatchError("the consumer's group membership was reset")
-                self._sink.send_offsets(offsets, membership)
-                self._sink.commit()
+                self._sink.commit_offsets(offsets, self._membership())
+                self._commit()
                 for out in outgoing:
                     self._tracker.ack(out.origin.tp, out.origin.epoch, out.origin.offset)
-        except FATAL as exc:
+        except ClientFencedError as exc:
             raise FencedError(f"this worker was fenced by a newer instance: {exc}") from exc
-        except (KafkaError, StaleBatchError) as exc:
+        except (MessagingError, StaleBatchError) as exc:
             self._abort(outgoing, exc)
             return
         self._metrics.transactions.labels("committed").inc()
         for out in outgoing:
             self._count(out)
 
+    def _commit(self) -> None:
+        try:
+            self._sink.commit()
+        except DeadlineError as exc:
+            raise TransactionStuckError(f"committing a transaction: {exc}") from exc
+
     def _abort(self, outgoing: list[Outgoing], cause: Exception) -> None:
         try:
             self._sink.abort()
-        except FATAL as exc:
+        except ClientFencedError as exc:
             raise FencedError(f"this worker was fenced by a newer instance: {exc}") from exc
         self._metrics.transactions.labels("aborted").inc()
         for key in {(o.origin.tp, o.origin.epoch) for o in outgoing}:

@@ -2,11 +2,13 @@
 
     common.errors.TagstreamError
     └── WorkerError            the streaming loop
-        ├── PublishError       the broker did not acknowledge a result (retriable: the
-        │                      partition is rewound to its last committed offset)
         ├── FencedError        another instance took over this worker's transactional id or
         │                      group membership (fatal: this process must stop)
-        └── NoModelError       no model could be loaded at start (retriable)
+        ├── NoModelError       no model could be loaded at start (retriable)
+        └── delivery.TransactionStuckError  a transaction's commit got no answer in time
+
+Kafka's own failures are :mod:`messaging.errors` kinds; a result the broker does not
+acknowledge is not an exception here either: its partition is rewound.
 
 Bad input is never an exception here: it becomes a ``schemas.DeadLetter`` value.
 """
@@ -18,12 +20,6 @@ from common.errors import TagstreamError
 
 class WorkerError(TagstreamError):
     """The streaming loop could not go on as asked."""
-
-
-class PublishError(WorkerError):
-    """A prediction or dead letter was not acknowledged by the broker."""
-
-    retriable = True
 
 
 class FencedError(WorkerError):

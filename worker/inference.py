@@ -21,7 +21,6 @@ import torch
 
 from model.inference import length_buckets
 from worker.decoding import Encoder
-from worker.settings import Device
 
 
 class Model(Encoder, Protocol):
@@ -55,13 +54,6 @@ class Scored:
     @property
     def padding_ratio(self) -> float:
         return 1.0 - self.real_tokens / self.padded_tokens if self.padded_tokens else 0.0
-
-
-def resolve_device(device: Device) -> str:
-    """``auto`` -> ``cuda`` when a GPU is usable, else ``cpu``."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 class Scorer:

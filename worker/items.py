@@ -1,28 +1,15 @@
-"""What travels between the worker's threads: polled records, and items ready to predict."""
+"""What travels between the worker's threads: polled records, and items ready to predict.
+
+``Record`` (one consumed message) comes from the Kafka boundary, :mod:`messaging`.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
 
+from messaging import Record, TopicPartition
 from schemas import Article, ErrorKind, SourceRef
-from worker.offsets import TopicPartition
-
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One consumed Kafka message, as the consumer wrapper hands it on."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    timestamp_ms: int
-
-    @property
-    def tp(self) -> TopicPartition:
-        return TopicPartition(self.topic, self.partition)
 
 
 @dataclass(frozen=True, slots=True)

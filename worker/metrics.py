@@ -96,6 +96,12 @@ class Metrics:
             ["event"],
             registry=r,
         )
+        self.undecodable = Counter(
+            f"{PREFIX}_undecodable_batches",
+            "Fetched record batches that could not be decoded; their partition stays paused",
+            ["topic", "partition"],
+            registry=r,
+        )
         self.rejoins = Counter(
             f"{PREFIX}_forced_rejoins",
             "Times the worker left and rejoined the group because a join never completed",

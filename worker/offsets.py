@@ -23,14 +23,8 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
-
-class TopicPartition(NamedTuple):
-    """Equal to, and hashed like, kafka-python's ``TopicPartition`` with the same fields."""
-
-    topic: str
-    partition: int
+from messaging import TopicPartition
 
 
 @dataclass

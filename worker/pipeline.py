@@ -1,6 +1,6 @@
 """The loop: one thread owns the consumer; three more decode, score and publish.
 
-    poll thread (owns the consumer)    assembler              runner          delivery
+    poll thread (owns the consumer)    assembler              scoring         delivery
     poll -> register offsets ─intake─> decode, encode, ─────> score, build ─> publish (or one
     pause while the intake is full     batch                  results         transaction per
     seek rewound partitions                                                   batch), ack
@@ -17,73 +17,49 @@ Rebalances (the handler methods run on kafka-python's IO thread while the poll t
 inside ``poll()``): on revocation the worker waits up to ``revoke_timeout_s`` for the work of
 the revoked partitions to be published, then stops tracking them and, at-least-once,
 commits their watermarks; work still in flight after the deadline is discarded and its
-offsets are not committed. kafka-python keeps a partition's fetch position when the
-partition is assigned again, so each reassigned partition is sought back to its watermark:
-discarded work is read again, never skipped.
+offsets are not committed. Under the eager ``range`` assignor kafka-python keeps a
+partition's fetch position when the same rebalance assigns it again, so each reassigned
+partition is sought back to its watermark: discarded work is read again, never skipped.
+Under ``cooperative-sticky`` a revoked partition can only come back in a later rebalance,
+and kafka-python then starts it afresh from the committed offset; a watermark kept from the
+revocation would be stale by then (another member may have committed past it), so none is
+kept.
 
 Shutdown: :meth:`Pipeline.stop` (from a signal) ends polling; the intake gets ``END``; the
-assembler flushes; runner and delivery finish, the producer flushes; the poll thread keeps
+assembler flushes; scoring and delivery finish, the producer flushes; the poll thread keeps
 polling (partitions paused) and committing until everything is acknowledged or
 ``drain_timeout_s`` has passed; then a final commit.
 """
 
 from __future__ import annotations
 
-import contextvars
 import queue
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import structlog
-from kafka.errors import KafkaError
 
 from common.logging import get_logger
-from worker.assembler import END, Assembler, Batches, Intake
+from messaging import MessagingError, Record, TopicPartition, UndecodableError
+from worker.assembler import Assembler, Batches, Intake
 from worker.batcher import Batcher
-from worker.consumer import Source
 from worker.delivery import Delivery
 from worker.inference import Scorer
-from worker.items import Item, Polled, Record
+from worker.items import Item, Polled
 from worker.metrics import Metrics
-from worker.offsets import OffsetTracker, TopicPartition
-from worker.publisher import Sink
+from worker.offsets import OffsetTracker
 from worker.results import Results
-from worker.runner import Answers, Runner
+from worker.scoring import Answers, Scoring
 from worker.settings import WorkerSettings
+from worker.sink import Sink
+from worker.source import Source
+from worker.stages import END, Stage
 from worker.swap import ModelSlot
 
 log = get_logger("worker.pipeline")
 
 LAG_INTERVAL_S = 5.0
-
-
-@dataclass
-class Stage:
-    """A worker thread that records the exception it died of."""
-
-    name: str
-    target: Callable[[], None]
-    failure: BaseException | None = None
-
-    def __post_init__(self) -> None:
-        self.thread = threading.Thread(target=self._run, name=self.name, daemon=True)
-        self.context: contextvars.Context | None = None
-
-    def start(self) -> None:
-        """Start the thread with a copy of the caller's log context (worker id and so on)."""
-        self.context = contextvars.copy_context()
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            assert self.context is not None
-            self.context.run(self.target)
-        except BaseException as exc:
-            self.failure = exc
-            log.exception("stage failed", stage=self.name)
 
 
 class Pipeline:
@@ -99,6 +75,7 @@ class Pipeline:
         metrics: Metrics,
         scorer: Scorer,
         worker_id: str,
+        halt: threading.Event | None = None,
     ) -> None:
         self.settings = settings
         self.source = source
@@ -106,13 +83,18 @@ class Pipeline:
         self.metrics = metrics
         self.tracker = OffsetTracker()
         self.stopping = threading.Event()
-        self.halt = threading.Event()
+        self.halt = halt or threading.Event()
+        """Set when the stages must stop at once (the end of a drain, a failure)."""
         self.intake: Intake = queue.Queue()
         self.batches: Batches = queue.Queue(maxsize=settings.batch_queue)
         self._resume: dict[TopicPartition, int] = {}
         self._log_context: dict[str, object] = {}
         self._joining_since: float | None = time.monotonic()
         """When the worker last began waiting for an assignment (None: it has one)."""
+        self._left_at = -1
+        """The group generation at the last revocation or loss."""
+        self.undecodable: dict[TopicPartition, UndecodableError] = {}
+        """Partitions held back by a record batch that cannot be decoded."""
         self._last_commit = time.monotonic()
         self._acked_at_commit = 0
         self._last_lag = 0.0
@@ -136,7 +118,7 @@ class Pipeline:
             halt=self.halt,
         )
         answers: Answers = queue.Queue(maxsize=1)
-        self.runner = Runner(
+        self.scoring = Scoring(
             self.batches,
             answers,
             self.tracker,
@@ -152,12 +134,12 @@ class Pipeline:
             results=results,
             metrics=metrics,
             exactly_once=settings.exactly_once,
-            group_metadata=source.group_metadata,
+            membership=source.membership,
             halt=self.halt,
         )
         self.stages = [
             Stage("assembler", assembler.run),
-            Stage("runner", self.runner.run),
+            Stage("scoring", self.scoring.run),
             Stage("delivery", self.delivery.run),
         ]
 
@@ -189,6 +171,7 @@ class Pipeline:
         self._rewind()
         self._backpressure()
         self._hand_on(self.source.poll(self.settings.poll_timeout_ms))
+        self._check_undecodable()
         self._check_join()
         self._maybe_commit()
         self._report_lag()
@@ -280,17 +263,37 @@ class Pipeline:
             return
         try:
             self.source.commit(offsets)
-        except KafkaError as exc:
+        except MessagingError as exc:
             self.metrics.commits.labels("failed").inc()
             log.warning("offset commit failed; it is retried", error=f"{type(exc).__name__}: {exc}")
             return
         self.tracker.committed(offsets)
         self.metrics.commits.labels("ok").inc()
 
+    def _check_undecodable(self) -> None:
+        """One line and a metric for each partition newly held back by a batch that cannot be
+        decoded; it stays paused and uncommitted from that offset, and /healthz fails."""
+        held = self.source.undecodable()
+        for tp, error in held.items():
+            if tp in self.undecodable:
+                continue
+            self.metrics.undecodable.labels(tp.topic, str(tp.partition)).inc()
+            log.error(
+                "record batch cannot be decoded; partition paused, offset not committed",
+                topic=tp.topic,
+                partition=tp.partition,
+                offset=error.offset,
+                cause=error.cause,
+            )
+        self.undecodable = held
+
     def _check_join(self) -> None:
         """Rejoin when an assignment is overdue: a join that never completes must not stall
         the worker forever (seen with kafka-python 3.0.12 on a starved CPU)."""
         since = self._joining_since
+        if since is not None and self._rejoined():
+            self._joining_since = None
+            return
         if since is None or time.monotonic() - since < self.settings.join_timeout_s:
             return
         log.warning(
@@ -300,6 +303,11 @@ class Pipeline:
         self.metrics.rejoins.inc()
         self._joining_since = time.monotonic()
         self.source.resubscribe()
+
+    def _rejoined(self) -> bool:
+        """A join completed since the last revocation, even one that assigned nothing new (a
+        cooperative rebalance that only took partitions away)."""
+        return self.source.stable() and self.source.membership().generation_id != self._left_at
 
     def _report_lag(self) -> None:
         if time.monotonic() - self._last_lag < LAG_INTERVAL_S:
@@ -330,15 +338,17 @@ class Pipeline:
 
     def _on_revoked(self, partitions: set[TopicPartition]) -> None:
         self._joining_since = time.monotonic()
+        self._left_at = self.source.membership().generation_id
         self.metrics.rebalances.labels("revoked").inc(len(partitions))
         drained = self.tracker.wait_drained(partitions, self.settings.revoke_timeout_s)
         left = self.tracker.outstanding(partitions)
         marks = self.tracker.drop(partitions)
-        self._resume.update(marks)
+        if self.settings.assignor == "range":
+            self._resume.update(marks)
         if marks and not self.settings.exactly_once:
             try:
                 self.source.commit_nowait(marks)
-            except KafkaError as exc:
+            except MessagingError as exc:
                 log.warning("commit on revocation failed", error=str(exc))
         log.info(
             "partitions revoked",
@@ -353,6 +363,7 @@ class Pipeline:
 
     def _on_lost(self, partitions: set[TopicPartition]) -> None:
         self._joining_since = time.monotonic()
+        self._left_at = self.source.membership().generation_id
         self.metrics.rebalances.labels("lost").inc(len(partitions))
         left = self.tracker.outstanding(partitions)
         # No resume marks: the group went on without this member, so another one may have

@@ -36,6 +36,9 @@ class WorkerSettings(BaseSettings):
     group_instance_id: str | None = Field(default=None, min_length=1)
     """Static membership: a restart within ``session_timeout_ms`` keeps the assignment."""
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    assignor: Literal["range", "cooperative-sticky"] = "range"
+    """How the group spreads partitions. ``cooperative-sticky`` (KIP-429) moves only the
+    partitions that change owner in a rebalance; the others keep being worked (docs/kafka.md)."""
 
     # -- delivery ---------------------------------------------------------------------------
     processing_guarantee: ProcessingGuarantee = "at_least_once"
@@ -47,6 +50,9 @@ class WorkerSettings(BaseSettings):
     transaction_retry_backoff_ms: int = Field(default=10, ge=1, le=10_000)
     """Exactly-once: wait before retrying a transactional request (kafka-python's default is
     100 ms, which a transaction often pays once while the previous one completes)."""
+    transaction_timeout_s: float = Field(default=30.0, gt=0, le=600)
+    """Exactly-once: the longest wait for the broker to answer a transactional request
+    (send the offsets, commit, abort); past it the worker stops rather than wait forever."""
     dlq_max_payload_bytes: int = Field(default=256 * 1024, ge=0)
     """A dead letter keeps at most this much of the original message (base64 grows it 4/3)."""
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import typer
 
-from common.kafka import ensure_topics
 from common.settings import KafkaSettings, load
 from corpus.jsonl import read_jsonl
+from messaging import ensure_topics
 from tagstream import feed
 
 

@@ -6,12 +6,13 @@ import pytest
 
 from common.errors import ConfigError
 from common.settings import KafkaSettings, RedisSettings, load
+from messaging import client_config
 
 
 def test_settings_read_their_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TAGSTREAM_KAFKA_BOOTSTRAP", "h1:9092,h2:9092")
     monkeypatch.setenv("TAGSTREAM_REDIS_URL", "rediss://cache:6380/2")
-    assert load(KafkaSettings).client_config()["bootstrap_servers"] == ["h1:9092", "h2:9092"]
+    assert client_config(load(KafkaSettings))["bootstrap_servers"] == ["h1:9092", "h2:9092"]
     assert load(RedisSettings).url == "rediss://cache:6380/2"
 
 
@@ -32,7 +33,7 @@ def test_sasl_without_credentials_is_refused_before_connecting(
 ) -> None:
     monkeypatch.setenv("TAGSTREAM_KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT")
     with pytest.raises(ConfigError, match="TAGSTREAM_KAFKA_SASL_USERNAME"):
-        load(KafkaSettings).client_config()
+        client_config(load(KafkaSettings))
 
 
 def test_passwords_are_secrets_that_never_print(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -52,6 +53,6 @@ def test_settings_are_frozen() -> None:
 
 def test_every_kafka_client_gets_a_short_reconnect_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     """kafka-python backs off up to 30 s from a broker that refused it; ours stops at 1 s."""
-    assert KafkaSettings().client_config()["reconnect_backoff_max_ms"] == 1000
+    assert client_config(KafkaSettings())["reconnect_backoff_max_ms"] == 1000
     monkeypatch.setenv("TAGSTREAM_KAFKA_RECONNECT_BACKOFF_MAX_MS", "5000")
-    assert load(KafkaSettings).client_config()["reconnect_backoff_max_ms"] == 5000
+    assert client_config(load(KafkaSettings))["reconnect_backoff_max_ms"] == 5000

@@ -18,6 +18,7 @@ import pytest
 from kafka import KafkaProducer
 
 from common.settings import KafkaSettings
+from messaging import client_config
 from model.toy import synthetic_articles
 from schemas import Article
 from tests.interop.java_tools import console_consume, console_produce, describe_group
@@ -43,7 +44,7 @@ def python_produce(
     kafka: KafkaSettings, topic: str, codec: str, records: list[tuple[str, str]]
 ) -> None:
     producer = KafkaProducer(
-        **kafka.client_config(),
+        **client_config(kafka),
         acks="all",
         linger_ms=20,
         compression_type=None if codec == "none" else codec,

@@ -31,6 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from common.settings import KafkaSettings
 from corpus.jsonl import write_jsonl
+from messaging import client_config
 from model.toy import synthetic_articles
 from tagstream.stack import LocalStack, StackSettings, StackState
 from tests.worker.harness import LABELS, articles
@@ -195,7 +196,7 @@ def read_topic(kafka: KafkaSettings, topic: str, timeout_s: float = 60.0) -> lis
     transaction is open this is everything the topic will ever show a reader.
     """
     consumer = KafkaConsumer(
-        **kafka.client_config(),
+        **client_config(kafka),
         group_id=None,
         enable_auto_commit=False,
         isolation_level="read_committed",
@@ -222,8 +223,8 @@ class Lag:
     """A group's lag on a topic, as the broker sees it: end offsets minus committed offsets."""
 
     def __init__(self, kafka: KafkaSettings, topic: str, group: str) -> None:
-        self._admin = KafkaAdminClient(**kafka.client_config())
-        self._consumer = KafkaConsumer(**kafka.client_config(), group_id=None)
+        self._admin = KafkaAdminClient(**client_config(kafka))
+        self._consumer = KafkaConsumer(**client_config(kafka), group_id=None)
         self._partitions = [
             TopicPartition(topic, p) for p in self._consumer.partitions_for_topic(topic) or ()
         ]
@@ -310,7 +311,7 @@ class Feeder:
 
     def _send_all(self) -> None:
         producer = KafkaProducer(
-            **self._kafka.client_config(),
+            **client_config(self._kafka),
             acks="all",
             linger_ms=5,
             delivery_timeout_ms=180_000,

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from common.kafka import ensure_topics
 from common.settings import KafkaSettings
 from corpus.jsonl import write_jsonl
+from messaging import ensure_topics
 from model.toy import synthetic_articles
 from tests.reliability.support import (
     Scale,

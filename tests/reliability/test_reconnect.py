@@ -16,6 +16,7 @@ from kafka.coordinator.base import MemberState
 from kafka.errors import KafkaConnectionError, UnsupportedVersionError
 
 from common.settings import KafkaSettings, RedisSettings
+from messaging import FatalError, TopicPartition
 from model.settings import RegistrySettings
 from model.toy import synthetic_articles
 from tagstream import feed
@@ -23,9 +24,8 @@ from tests.reliability.support import stored_ids
 from tests.worker.kafka_tools import wait_until
 from trainer.service import TrainerService
 from trainer.settings import TrainerSettings
-from worker.consumer import KafkaSource
-from worker.offsets import TopicPartition
 from worker.settings import WorkerSettings
+from worker.source import open_source
 
 pytestmark = pytest.mark.integration
 
@@ -42,12 +42,12 @@ def test_a_retriable_error_out_of_poll_is_a_poll_that_brought_nothing(
         return real_poll(self, *args, **kwargs)
 
     monkeypatch.setattr(KafkaConsumer, "poll", poll)
-    source = KafkaSource(kafka_settings, WorkerSettings(group_id=group_id), "reconnect")
+    source = open_source(kafka_settings, WorkerSettings(group_id=group_id), "reconnect")
     try:
         assert source.poll(100) == []
         assert source.poll(100) == []  # the real poll again
         failures.append(UnsupportedVersionError("not retriable"))
-        with pytest.raises(UnsupportedVersionError):
+        with pytest.raises(FatalError, match="not retriable"):
             source.poll(100)
     finally:
         source.close()
@@ -117,7 +117,7 @@ def test_a_join_kafka_python_stopped_awaiting_is_finished_by_the_next_polls(
     state and has the consumer finish the join."""
     topic = topic_factory(2, "join")
     handler = Assignments()
-    source = KafkaSource(kafka_settings, WorkerSettings(group_id=group_id), "join")
+    source = open_source(kafka_settings, WorkerSettings(group_id=group_id), "join")
     try:
         source.subscribe(topic, handler)
         wait_until(lambda: source.poll(100) == [] and bool(handler.assigned), 60, "a first join")

@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from common.kafka import ensure_topics
 from common.settings import KafkaSettings, RedisSettings
+from messaging import ensure_topics
 from model.registry import Registry
 from model.settings import RegistrySettings
 from model.toy import synthetic_articles, toy_artifact

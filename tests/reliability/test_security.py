@@ -19,12 +19,12 @@ from typing import Any
 
 import pytest
 import redis
-from kafka.errors import KafkaError
 from pydantic import SecretStr
 
 from common.errors import StackError
-from common.kafka import admin_client
 from common.settings import KafkaSettings, RedisSettings
+from messaging import MessagingError
+from messaging.admin import admin as admin_client
 from model.registry import Registry
 from model.settings import RegistrySettings
 from model.toy import synthetic_articles, toy_artifact
@@ -213,7 +213,7 @@ def _kafka_refused(settings: KafkaSettings) -> bool:
     try:
         with admin_client(settings, timeout_s=5.0) as admin:
             admin.list_topics()
-    except (StackError, KafkaError):
+    except (StackError, MessagingError):
         return True
     return False
 

@@ -13,12 +13,10 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
-from kafka.structs import ConsumerGroupMetadata
 
-from worker.consumer import RebalanceHandler
-from worker.items import Record
-from worker.offsets import TopicPartition
-from worker.publisher import Done
+from messaging import GroupMembership, RebalanceHandler, Record, TopicPartition
+from messaging.errors import UndecodableError
+from messaging.producer import Done
 
 POISON = "POISON"
 POISON_ID = 999
@@ -160,8 +158,14 @@ class FakeSource:
     def commit_nowait(self, offsets: dict[TopicPartition, int]) -> None:
         self.committed.update(offsets)
 
-    def group_metadata(self) -> Any:
-        return ConsumerGroupMetadata("group", 1, "member-1")
+    def membership(self) -> GroupMembership:
+        return GroupMembership("group", 1, "member-1", None)
+
+    def stable(self) -> bool:
+        return bool(self.assigned)
+
+    def undecodable(self) -> dict[TopicPartition, UndecodableError]:
+        return {}
 
     def lag(self) -> dict[TopicPartition, int]:
         return {tp: len(self.data[tp]) - self.positions[tp] for tp in self.assigned}
@@ -198,7 +202,9 @@ class FakeSink:
     def begin(self) -> None:
         raise AssertionError("at-least-once only")
 
-    def send_offsets(self, offsets: dict[TopicPartition, int], group_metadata: Any) -> None:
+    def commit_offsets(
+        self, offsets: dict[TopicPartition, int], membership: GroupMembership
+    ) -> None:
         raise AssertionError("at-least-once only")
 
     def commit(self) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
 from common.settings import KafkaSettings
+from messaging import client_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,7 +31,7 @@ def produce(
     partition: int | None = None,
 ) -> int:
     """Send (key, value) pairs and wait for all of them; returns how many."""
-    producer = KafkaProducer(**kafka.client_config(), acks="all", linger_ms=5)
+    producer = KafkaProducer(**client_config(kafka), acks="all", linger_ms=5)
     count = 0
     try:
         for key, value in values:
@@ -46,7 +47,7 @@ def produce_steadily(
     kafka: KafkaSettings, topic: str, values: list[tuple[bytes | None, bytes | None]], rate: float
 ) -> None:
     """Send ``values`` at about ``rate`` messages per second (in slices of 50 ms)."""
-    producer = KafkaProducer(**kafka.client_config(), acks="all", linger_ms=5)
+    producer = KafkaProducer(**client_config(kafka), acks="all", linger_ms=5)
     started = time.monotonic()
     pause = threading.Event()
     try:
@@ -65,7 +66,7 @@ class TopicReader:
 
     def __init__(self, kafka: KafkaSettings, topic: str, *, read_committed: bool = True) -> None:
         self._consumer = KafkaConsumer(
-            **kafka.client_config(),
+            **client_config(kafka),
             group_id=None,
             enable_auto_commit=False,
             isolation_level="read_committed" if read_committed else "read_uncommitted",
@@ -100,7 +101,7 @@ class TopicReader:
 
 
 def committed_offsets(kafka: KafkaSettings, group: str) -> dict[int, int]:
-    admin = KafkaAdminClient(**kafka.client_config())
+    admin = KafkaAdminClient(**client_config(kafka))
     try:
         offsets = admin.list_group_offsets(group).get(group, {})
     finally:

@@ -13,9 +13,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from kafka.errors import KafkaError, ProducerFencedError
-from kafka.structs import ConsumerGroupMetadata
 
+from messaging import FencedError as ClientFencedError
+from messaging import GroupMembership, MessagingError, RetriableError, TopicPartition
+from messaging.producer import Done
 from schemas import Article
 from tests.worker.fakes import FakeModel
 from worker.assembler import ModelBatch
@@ -25,17 +26,17 @@ from worker.errors import FencedError
 from worker.inference import Scored
 from worker.items import Item, Origin
 from worker.metrics import Metrics
-from worker.offsets import OffsetTracker, TopicPartition
-from worker.publisher import Done
+from worker.offsets import OffsetTracker
 from worker.results import Results
-from worker.runner import Answered
+from worker.scoring import Answered
 
 P0, P1 = TopicPartition("in", 0), TopicPartition("in", 1)
 NOW = datetime(2025, 1, 1, tzinfo=UTC)
 
 
 class TransactionLog:
-    """A transactional sink that records its calls; ``fail`` makes one call raise."""
+    """A transactional sink that records its calls; ``fail`` makes one call raise. Like the
+    real producer, it refuses to commit offsets with a membership that has no generation."""
 
     def __init__(self, fail: dict[str, BaseException] | None = None) -> None:
         self.calls: list[tuple[Any, ...]] = []
@@ -53,8 +54,12 @@ class TransactionLog:
     def begin(self) -> None:
         self._call("begin")
 
-    def send_offsets(self, offsets: dict[TopicPartition, int], group_metadata: Any) -> None:
-        self._call("send_offsets", offsets, group_metadata)
+    def commit_offsets(
+        self, offsets: dict[TopicPartition, int], membership: GroupMembership
+    ) -> None:
+        if not membership.is_member:
+            raise RetriableError("the consumer's group membership was reset; not committing")
+        self._call("commit_offsets", offsets, membership)
 
     def commit(self) -> None:
         self._call("commit")
@@ -69,11 +74,11 @@ class TransactionLog:
         """Nothing to release."""
 
 
-MEMBER = ConsumerGroupMetadata("workers", 7, "member-1")
+MEMBER = GroupMembership("workers", 7, "member-1", None)
 
 
 def setup(
-    sink: TransactionLog, membership: ConsumerGroupMetadata = MEMBER
+    sink: TransactionLog, membership: GroupMembership = MEMBER
 ) -> tuple[Delivery, OffsetTracker, Answered]:
     tracker = OffsetTracker()
     tracker.assign([P0, P1])
@@ -97,7 +102,7 @@ def setup(
         results=results,
         metrics=Metrics(),
         exactly_once=True,
-        group_metadata=lambda: membership,
+        membership=lambda: membership,
         halt=threading.Event(),
     )
     return delivery, tracker, answered
@@ -112,7 +117,7 @@ def test_one_transaction_holds_the_batch_results_and_its_next_offsets() -> None:
         ("send", "out"),
         ("send", "out"),
         ("send", "out"),
-        ("send_offsets", {P0: 7, P1: 3}, MEMBER),
+        ("commit_offsets", {P0: 7, P1: 3}, MEMBER),
         ("commit",),
     ]
     assert tracker.outstanding() == 0
@@ -120,7 +125,7 @@ def test_one_transaction_holds_the_batch_results_and_its_next_offsets() -> None:
 
 
 def test_a_failed_commit_aborts_and_rewinds_the_partitions_of_the_batch() -> None:
-    sink = TransactionLog(fail={"commit": KafkaError("coordinator moved")})
+    sink = TransactionLog(fail={"commit": MessagingError("coordinator moved")})
     delivery, tracker, answered = setup(sink)
     delivery.deliver(answered)
     assert sink.calls[-1] == ("abort",)
@@ -141,14 +146,14 @@ def test_no_offsets_are_committed_for_a_consumer_whose_membership_was_reset() ->
     does not fence a transactional offset commit that carries none, so such a batch (whose
     partitions another member may have committed past meanwhile) must be aborted."""
     sink = TransactionLog()
-    delivery, tracker, answered = setup(sink, ConsumerGroupMetadata("workers"))
+    delivery, tracker, answered = setup(sink, GroupMembership("workers", -1, "", None))
     delivery.deliver(answered)
     assert [c[0] for c in sink.calls] == ["begin", "send", "send", "send", "abort"]
     assert tracker.rewinds() == {P0: 5, P1: 2}
 
 
 def test_a_fenced_producer_stops_the_worker() -> None:
-    sink = TransactionLog(fail={"send_offsets": ProducerFencedError("newer epoch")})
+    sink = TransactionLog(fail={"commit_offsets": ClientFencedError("newer epoch")})
     delivery, _, answered = setup(sink)
     with pytest.raises(FencedError, match="fenced"):
         delivery.deliver(answered)

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from model.inference import resolve_device
 from tests.worker.fakes import POISON_ID, FakeModel
-from worker.inference import Scorer, resolve_device
+from worker.inference import Scorer
 
 
 class Identity(FakeModel):
@@ -69,5 +70,5 @@ def test_bucket_size_is_checked() -> None:
 
 
 def test_auto_device_is_cpu_without_a_gpu_and_explicit_devices_are_kept() -> None:
-    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
-    assert resolve_device("cpu") == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("cpu").type == "cpu"

@@ -1,4 +1,4 @@
-"""The runner thread: scores each batch and turns it into the records to publish.
+"""The scoring stage: scores each batch and turns it into the records to publish.
 
 It drops the items whose partition was revoked or rewound since they were polled, scores
 the rest with the model that encoded them, and builds one prediction or dead letter per
@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from worker.assembler import END, IDLE_S, Batches, ModelBatch, _End
+from worker.assembler import Batches, ModelBatch
 from worker.inference import Model, Scored, Scorer
 from worker.items import Item
 from worker.metrics import Metrics
 from worker.offsets import OffsetTracker
 from worker.results import Outgoing, Results
+from worker.stages import END, _End, get, put
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ class Answered:
 Answers = queue.Queue[Answered | _End]
 
 
-class Runner:
+class Scoring:
     """Scores batches in order and hands their results on."""
 
     def __init__(
@@ -62,9 +63,8 @@ class Runner:
 
     def run(self) -> None:
         while not self._halt.is_set():
-            try:
-                work: ModelBatch | _End = self._batches.get(timeout=IDLE_S)
-            except queue.Empty:
+            work = get(self._batches, self._halt)
+            if work is None:
                 continue
             if isinstance(work, _End):
                 self._put(END)
@@ -86,12 +86,7 @@ class Runner:
         return Answered(work, outgoing, scored, batch_context(work, items))
 
     def _put(self, answered: Answered | _End) -> None:
-        while not self._halt.is_set():
-            try:
-                self._answers.put(answered, timeout=IDLE_S)
-                return
-            except queue.Full:
-                continue
+        put(self._answers, answered, self._halt)
 
     # -- scoring ----------------------------------------------------------------------------
     def _current(self, items: tuple[Item, ...]) -> list[Item]:

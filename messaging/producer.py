@@ -1,0 +1,130 @@
+"""A producer for results: kafka-python's ``KafkaProducer``, wrapped.
+
+Every producer is ``acks=all`` and idempotent, and compresses with
+``TAGSTREAM_KAFKA_COMPRESSION_TYPE`` (:func:`messaging.config.producer_config`). Each send
+reports its outcome to a callback, run on the producer's sender thread, with the project's
+error kinds. With a ``transactional_id`` the constructor calls ``init_transactions``, which
+fences any older producer with the same id and aborts its open transaction.
+
+kafka-python waits for ``send_offsets_to_transaction``, ``commit_transaction`` and
+``abort_transaction`` without a deadline; here each wait has one (``transaction_timeout_s``)
+and ends early when the ``cancel`` event is set, raising :class:`DeadlineError`: a
+transaction whose outcome is then unknown is resolved by the broker (aborted when its own
+timeout passes) or by the next instance with the same id (fenced and aborted).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from kafka import KafkaProducer
+
+from common.settings import KafkaSettings
+from messaging.config import producer_config
+from messaging.consumer import kafka_offsets
+from messaging.errors import DeadlineError, RetriableError, translate, translated
+from messaging.types import GroupMembership, TopicPartition
+
+Done = Callable[[BaseException | None], None]
+WAIT_SLICE_S = 0.1
+
+
+class Producer:
+    """Publishes records; transactional when given a ``transactional_id``."""
+
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        *,
+        client_id: str | None = None,
+        linger_ms: int = 5,
+        transactional_id: str | None = None,
+        retry_backoff_ms: int | None = None,
+        transaction_timeout_s: float = 30.0,
+        cancel: threading.Event | None = None,
+    ) -> None:
+        config = producer_config(kafka) | {
+            "client_id": client_id or kafka.client_id,
+            "linger_ms": linger_ms,
+        }
+        if transactional_id is not None:
+            config["transactional_id"] = transactional_id
+        if retry_backoff_ms is not None:
+            config["retry_backoff_ms"] = retry_backoff_ms
+        self._timeout_s = transaction_timeout_s
+        self._cancel = cancel or threading.Event()
+        with translated():
+            self._producer = KafkaProducer(**config)
+            if transactional_id is not None:
+                self._producer.init_transactions()
+
+    def send(self, topic: str, key: bytes | None, value: bytes, on_done: Done | None) -> None:
+        """Hand one record to the client; ``on_done`` hears the broker's answer.
+
+        Raises :class:`DeadlineError` when no metadata or buffer space came within
+        ``max_block_ms``, and :class:`RefusedError` for a record the client will never take.
+        """
+        try:
+            future = self._producer.send(topic, key=key, value=value)
+        except Exception as exc:
+            raise translate(exc) from exc
+        if on_done is not None:
+            future.add_callback(lambda _metadata: on_done(None))
+            future.add_errback(lambda error: on_done(translate(error)))
+
+    # -- transactions -----------------------------------------------------------------------
+    def begin(self) -> None:
+        with translated():
+            self._producer.begin_transaction()
+
+    def commit_offsets(
+        self, offsets: dict[TopicPartition, int], membership: GroupMembership
+    ) -> None:
+        """Add the consumer's offsets to the open transaction (KIP-447 fencing by generation).
+
+        Refuses a membership snapshot without a generation, which the broker would accept
+        unchecked (see :attr:`GroupMembership.is_member`).
+        """
+        if not membership.is_member:
+            raise RetriableError("the consumer's group membership was reset; not committing")
+        with translated():
+            result = self._manager().send_offsets_to_transaction(
+                kafka_offsets(offsets), membership.raw
+            )
+            self._await(result, "sending the offsets to the transaction")
+
+    def commit(self) -> None:
+        with translated():
+            self._await(self._manager().begin_commit(), "committing the transaction")
+
+    def abort(self) -> None:
+        with translated():
+            self._await(self._manager().begin_abort(), "aborting the transaction")
+
+    def _manager(self) -> Any:
+        manager = self._producer._transaction_manager
+        if manager is None:
+            raise RetriableError("transactions are not enabled on this producer")
+        return manager
+
+    def _await(self, result: Any, what: str) -> None:
+        """Wait for a transactional request's result within the deadline (or ``cancel``)."""
+        self._producer._sender.wakeup()
+        deadline = time.monotonic() + self._timeout_s
+        while not result.wait(timeout_ms=WAIT_SLICE_S * 1000):
+            if self._cancel.is_set():
+                raise DeadlineError(f"{what}: given up, the worker is stopping")
+            if time.monotonic() > deadline:
+                raise DeadlineError(f"{what}: no answer within {self._timeout_s:g} s")
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def flush(self, timeout_s: float) -> None:
+        with translated():
+            self._producer.flush(timeout=timeout_s)
+
+    def close(self, timeout_s: float) -> None:
+        with translated():
+            self._producer.close(timeout=timeout_s)
