@@ -44,10 +44,16 @@ class WorkerProcess:
 
     @classmethod
     def start(
-        cls, name: str, kafka: KafkaSettings, settings: dict[str, str], log_dir: Path
+        cls,
+        name: str,
+        kafka: KafkaSettings,
+        settings: dict[str, str],
+        log_dir: Path,
+        env: dict[str, str] | None = None,
     ) -> WorkerProcess:
         port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TAGSTREAM_")}
+        extra = env or {}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TAGSTREAM_")} | extra
         env |= {"TAGSTREAM_KAFKA_BOOTSTRAP": kafka.bootstrap, "PYTHONUNBUFFERED": "1"}
         if "TAGSTREAM_CACHE" in os.environ:
             env["TAGSTREAM_CACHE"] = os.environ["TAGSTREAM_CACHE"]

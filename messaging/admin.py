@@ -24,7 +24,7 @@ from kafka.admin import (
 from common.errors import StackError
 from common.settings import KafkaSettings
 from messaging.config import client_config
-from messaging.errors import MessagingError, translated
+from messaging.errors import MessagingError, RetriableError, translated
 from messaging.types import TopicPartition
 
 
@@ -145,8 +145,22 @@ class Admin:
             )
         return _configs_of(result)
 
-    def group_lag(self, group: str, topic: str) -> list[PartitionLag]:
-        """The group's committed offset and the end offset (``read_committed``) per partition."""
+    def group_lag(self, group: str, topic: str, *, wait_s: float = 10.0) -> list[PartitionLag]:
+        """The group's committed offset and the end offset per partition.
+
+        Retriable errors (a coordinator still loading, the offsets topic being created on a
+        new cluster's first use) are retried for ``wait_s``.
+        """
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                return self._group_lag(group, topic)
+            except RetriableError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+
+    def _group_lag(self, group: str, topic: str) -> list[PartitionLag]:
         partitions = [
             KafkaTopicPartition(info.topic, info.partition) for info in self.describe([topic])
         ]
@@ -185,11 +199,11 @@ class Admin:
 
 
 def _configs_of(result: Any) -> dict[str, str]:
+    """``{"topic": {name: {key: {"value": ...}}}}`` (kafka-python 3.0) to ``{key: value}``."""
     configs: dict[str, str] = {}
-    for response in result if isinstance(result, list) else [result]:
-        for resource in getattr(response, "resources", []) or []:
-            for entry in getattr(resource, "configs", []) or []:
-                configs[entry.name] = entry.value
+    for entries in result.get("topic", {}).values():
+        for key, entry in entries.items():
+            configs[key] = str(entry.get("value"))
     return configs
 
 

@@ -16,6 +16,7 @@ from tagstream.commands import (
     produce,
     schemas,
     stack,
+    topics,
     trainer,
     trainer_service,
     worker,
@@ -30,6 +31,7 @@ app = typer.Typer(
 )
 
 app.add_typer(stack.app, name="stack")
+app.add_typer(topics.app, name="topics")
 app.add_typer(data.app, name="data")
 app.add_typer(schemas.app, name="schemas")
 app.add_typer(models.app, name="models")
