@@ -40,10 +40,11 @@ class KafkaSettings(BaseSettings):
     """Longest wait between attempts to reach a broker that keeps refusing. kafka-python's own
     default, 30 s, kept workers idle for up to 30 s after a restarted broker was back
     (docs/reliability.md); 1 s is the Java client's default."""
-    compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "lz4"
+    compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "gzip"
     """How the project's producers compress record batches (predictions, dead letters, the
-    demo's feed). Consumers read every codec whatever this says. lz4 by measurement
-    (docs/kafka.md): the least worker CPU of the codecs that compress."""
+    demo's feed). Consumers read every codec whatever this says. gzip by measurement
+    (docs/kafka.md): output 8.6x smaller than none, within 10 % of zstd, worker CPU the same as
+    every other codec within noise, and readable by every client without optional libraries."""
 
 
 class TopicSettings(BaseSettings):
