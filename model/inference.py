@@ -86,9 +86,7 @@ class Classifier:
         row = np.asarray(scores_row, dtype=np.float32).reshape(-1)
         if row.shape[0] != len(self.labels):
             raise ModelError(f"{row.shape[0]} scores for {len(self.labels)} labels")
-        chosen = np.flatnonzero(row >= self.thresholds)
-        if chosen.size == 0 and self.at_least_one:
-            chosen = np.array([int(row.argmax())])
+        chosen = np.flatnonzero(decide(row[None, :], self.thresholds, self.at_least_one)[0])
         ordered = chosen[np.argsort(-row[chosen], kind="stable")]
         return [(self.labels[i], float(row[i])) for i in ordered]
 
@@ -102,6 +100,20 @@ class Classifier:
         if min(sequence) < 0 or max(sequence) >= self.artifact.config.vocab_size:
             raise ModelError(f"token ids must be in [0, {self.artifact.config.vocab_size})")
         return sequence
+
+
+def decide(
+    scores: npt.NDArray[np.float32], thresholds: npt.ArrayLike, at_least_one: bool = False
+) -> npt.NDArray[np.bool_]:
+    """The decision rule, the one place it lives: ``[n, n_labels]`` booleans, true where a
+    score reaches its label's threshold; with ``at_least_one``, a row with none true gets its
+    top-scoring label. Workers (via :meth:`Classifier.decide`), threshold tuning and every
+    evaluation use this function."""
+    chosen = scores >= np.asarray(thresholds, dtype=np.float32)[None, :]
+    if at_least_one and len(scores):
+        empty = ~chosen.any(axis=1)
+        chosen[np.flatnonzero(empty), scores[empty].argmax(axis=1)] = True
+    return chosen
 
 
 def network_scores(

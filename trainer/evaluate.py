@@ -24,11 +24,11 @@ from sklearn.metrics import (
 )
 
 from model.artifact import Artifact
-from model.inference import Classifier
+from model.inference import Classifier, decide
 from schemas import LabelledArticle
 from trainer.baselines import fit_baselines
 from trainer.data import label_matrix
-from trainer.thresholds import decide
+from trainer.thresholds import micro_f1
 
 HEADLINE = (
     "micro_f1",
@@ -56,7 +56,7 @@ def model_scores(
         artifact, version=artifact.manifest.version or 1, device=device
     )
     raw = classifier.scores(classifier.encode([a.text for a in articles]))
-    chosen = decide(raw, classifier.thresholds, at_least_one=classifier.at_least_one)
+    chosen = decide(raw, classifier.thresholds, classifier.at_least_one)
     scores = np.zeros((len(articles), len(labels)), dtype=np.float32)
     predicted = np.zeros((len(articles), len(labels)), dtype=bool)
     column = {label: j for j, label in enumerate(classifier.labels)}
@@ -73,7 +73,7 @@ def metrics(
     present = np.flatnonzero(truth.sum(axis=0) > 0)
     t, p = truth[:, present], predicted[:, present]
     return {
-        "micro_f1": float(f1_score(truth, predicted, average="micro", zero_division=0)),
+        "micro_f1": micro_f1(truth.astype(np.float32), predicted),
         "macro_f1": float(f1_score(t, p, average="macro", zero_division=0)),
         "micro_precision": float(
             precision_score(truth, predicted, average="micro", zero_division=0)

@@ -25,8 +25,6 @@ from pathlib import Path
 import redis
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from pydantic import ValidationError
-from sklearn.metrics import f1_score
-from sklearn.preprocessing import MultiLabelBinarizer
 
 import corpus
 from common.health import HealthServer
@@ -36,11 +34,11 @@ from corpus.jsonl import read_jsonl
 from corpus.reuters import hash_bucket
 from messaging import Consumer, Record, RetriableError, TopicPartition
 from model.artifact import Artifact
-from model.inference import Classifier
 from model.registry import Registry
 from model.settings import RegistrySettings
 from schemas import LabelledArticle, SourceRef, decode_labelled_article
 from trainer.errors import LockLostError, TrainerError
+from trainer.evaluate import evaluate_artifact
 from trainer.lock import training_lock
 from trainer.profiles import profile
 from trainer.settings import TrainerSettings
@@ -88,6 +86,8 @@ class CycleResult:
     examples: int
     feedback: int
     seconds: float
+    candidate_macro_f1: float = 0.0
+    production_macro_f1: float | None = None
 
 
 def reuters_datasets(seed_fraction: float = 1.0) -> Datasets:
@@ -127,14 +127,13 @@ def carve(
     return seed, holdout, validation
 
 
-def holdout_micro_f1(classifier: Classifier, articles: list[LabelledArticle]) -> float:
-    """Micro-F1 of the classifier's decisions on ``articles`` (unknown gold labels dropped)."""
-    scores = classifier.scores(classifier.encode([a.text for a in articles]))
-    predicted = [[name for name, _ in classifier.decide(row)] for row in scores]
-    binarizer = MultiLabelBinarizer(classes=classifier.labels)
-    binarizer.fit([classifier.labels])
-    truth = binarizer.transform([[x for x in a.labels if x in classifier.labels] for a in articles])
-    return float(f1_score(truth, binarizer.transform(predicted), average="micro", zero_division=0))
+def holdout_scores(
+    artifact: Artifact, articles: list[LabelledArticle], labels: list[str]
+) -> tuple[float, float]:
+    """(micro-F1, macro-F1) of the artifact's decisions on ``articles``, computed by
+    :func:`trainer.evaluate.evaluate_artifact` (gold labels outside ``labels`` dropped)."""
+    measured = evaluate_artifact(artifact, articles, labels)
+    return measured["micro_f1"], measured["macro_f1"]
 
 
 class TrainerService:
@@ -271,18 +270,17 @@ class TrainerService:
         artifact, _ = train_model(
             data.seed + feedback, data.validation, data.labels, settings, options
         )
-        candidate = Classifier.from_artifact(artifact, version=1, device="cpu")
-        candidate_f1 = holdout_micro_f1(candidate, data.holdout)
-        production_f1 = self._production_f1(registry, data.holdout)
-        promote = production_f1 is None or (
-            candidate_f1 >= production_f1 - self.settings.promotion_margin
-        )
+        candidate_f1, candidate_macro = holdout_scores(artifact, data.holdout, data.labels)
+        production = self._production_f1(registry, data)
+        margin = self.settings.promotion_margin
+        promote = passes_gate((candidate_f1, candidate_macro), production, margin)
+        production_f1 = None if production is None else production[0]
         version = None
         if promote:
             if not still_held():
                 raise LockLostError("the training lock expired during the cycle; not publishing")
             version = self._publish(registry, artifact, candidate_f1)
-        reason = _reason(promote, candidate_f1, production_f1, self.settings.promotion_margin)
+        reason = _reason(promote, (candidate_f1, candidate_macro), production, margin)
         return CycleResult(
             promote,
             reason,
@@ -292,6 +290,8 @@ class TrainerService:
             len(data.seed) + len(feedback),
             len(feedback),
             time.monotonic() - started,
+            candidate_macro,
+            None if production is None else production[1],
         )
 
     def _feedback(self, data: Datasets) -> list[LabelledArticle]:
@@ -303,15 +303,14 @@ class TrainerService:
             if a.id not in excluded
         ]
 
-    def _production_f1(self, registry: Registry, holdout: list[LabelledArticle]) -> float | None:
+    def _production_f1(self, registry: Registry, data: Datasets) -> tuple[float, float] | None:
         aliases = registry.aliases()
         if self.settings.alias not in aliases:
             return None
         version = aliases[self.settings.alias]
         manifest = registry.manifest(version)
         artifact = Artifact.from_bytes(registry.fetch(version), manifest.artifact_sha256)
-        production = Classifier.from_artifact(artifact, version=version, device="cpu")
-        return holdout_micro_f1(production, holdout)
+        return holdout_scores(artifact, data.holdout, data.labels)
 
     def _publish(self, registry: Registry, artifact: Artifact, holdout_f1: float) -> int:
         manifest = artifact.manifest.model_copy(
@@ -432,6 +431,10 @@ def record_cycle(result: CycleResult) -> None:
         reason=result.reason,
         version=result.version,
         candidate_micro_f1=round(result.candidate_f1, 4),
+        candidate_macro_f1=round(result.candidate_macro_f1, 4),
+        production_macro_f1=None
+        if result.production_macro_f1 is None
+        else round(result.production_macro_f1, 4),
         production_micro_f1=None
         if result.production_f1 is None
         else round(result.production_f1, 4),
@@ -441,11 +444,30 @@ def record_cycle(result: CycleResult) -> None:
     )
 
 
-def _reason(promote: bool, candidate: float, production: float | None, margin: float) -> str:
+def passes_gate(
+    candidate: tuple[float, float], production: tuple[float, float] | None, margin: float
+) -> bool:
+    """Promote when there is no production model, or when the candidate's holdout micro-F1
+    *and* macro-F1 are each no worse than production's by more than ``margin``."""
+    if production is None:
+        return True
+    return all(mine >= theirs - margin for mine, theirs in zip(candidate, production, strict=True))
+
+
+def _reason(
+    promote: bool,
+    candidate: tuple[float, float],
+    production: tuple[float, float] | None,
+    margin: float,
+) -> str:
+    """Why the gate decided: micro- and macro-F1 must both be within ``margin`` of production."""
     if production is None:
         return "no production model yet"
-    relation = ">=" if promote else "<"
-    return f"candidate {candidate:.4f} {relation} production {production:.4f} - margin {margin}"
+    parts = []
+    for name, mine, theirs in zip(("micro", "macro"), candidate, production, strict=True):
+        relation = ">=" if mine >= theirs - margin else "<"
+        parts.append(f"{name} {mine:.4f} {relation} production {theirs:.4f} - margin {margin}")
+    return "candidate " + ", ".join(parts)
 
 
 class _SeekToStore:

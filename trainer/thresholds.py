@@ -20,6 +20,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 import numpy.typing as npt
 
+from model.inference import decide
+
 GRID = np.round(np.arange(0.05, 0.951, 0.025), 3).astype(np.float32)
 
 Matrix = npt.NDArray[np.float32]
@@ -35,22 +37,14 @@ class DecisionRule:
 
     def apply(self, scores: Matrix) -> npt.NDArray[np.bool_]:
         """Boolean decisions ``[n, n_labels]``."""
-        return decide(scores, self.thresholds, at_least_one=self.at_least_one)
-
-
-def decide(
-    scores: Matrix, thresholds: npt.ArrayLike, *, at_least_one: bool = False
-) -> npt.NDArray[np.bool_]:
-    """Scores at or over their label's threshold; optionally the top label of empty rows."""
-    chosen = scores >= np.asarray(thresholds, dtype=np.float32)[None, :]
-    if at_least_one and len(scores):
-        empty = ~chosen.any(axis=1)
-        chosen[np.flatnonzero(empty), scores[empty].argmax(axis=1)] = True
-    return chosen
+        return decide(scores, self.thresholds, self.at_least_one)
 
 
 def micro_f1(targets: Matrix, predicted: npt.NDArray[np.bool_]) -> float:
-    """Micro-averaged F1 over all labels and documents (0 when nothing is true or predicted)."""
+    """Micro-averaged F1 over all labels and documents (0 when nothing is true or predicted).
+
+    The one micro-F1 of the trainer: threshold tuning, baselines, validation, the evaluation
+    report and the service's holdout gate all call it."""
     truth = targets > 0.5
     tp = float(np.logical_and(truth, predicted).sum())
     denominator = float(truth.sum() + predicted.sum())
@@ -75,7 +69,7 @@ def tune_rule(
     for _ in range(passes):
         for label in tunable:
             thresholds[label] = _best_for_label(scores, truth, thresholds, int(label))
-    with_rule = micro_f1(targets, decide(scores, thresholds, at_least_one=True))
+    with_rule = micro_f1(targets, decide(scores, thresholds, True))
     without = micro_f1(targets, decide(scores, thresholds))
     return DecisionRule(thresholds, at_least_one=with_rule > without)
 

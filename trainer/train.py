@@ -37,7 +37,7 @@ from trainer.data import EncodedSplit, encode_split, epoch_batches, with_title_c
 from trainer.errors import TrainerError
 from trainer.profiles import TrainingProfile, profile
 from trainer.progress import TrainingProgress
-from trainer.thresholds import DecisionRule, best_global_threshold, choose_rule
+from trainer.thresholds import DecisionRule, best_global_threshold, choose_rule, micro_f1
 
 log = get_logger("trainer.train")
 STOPPING = frozenset({"max_epochs", "patience", "max_seconds"})
@@ -425,6 +425,6 @@ def _validation_metrics(
     predicted = rule.apply(scores)
     truth = targets > 0.5
     return {
-        "validation_micro_f1": float(f1_score(truth, predicted, average="micro", zero_division=0)),
+        "validation_micro_f1": micro_f1(targets, predicted),
         "validation_macro_f1": float(f1_score(truth, predicted, average="macro", zero_division=0)),
     }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One idempotent set-up step for a fresh or a warm machine: system packages, a cached
-# virtualenv keyed on the dependency list, the Kafka jars and the Reuters-21578 data.
+# virtualenv keyed on the dependency lists (runtime, dev, the trainer's word vectors), the
+# Kafka jars and the Reuters-21578 data.
 # Everything heavy lives under $TAGSTREAM_CACHE (default ~/.cache/tagstream), never in the
 # checkout; .venv in the checkout is a link into that cache.
 set -euo pipefail
@@ -27,7 +28,8 @@ fi
 key=$("$python" - "$root/pyproject.toml" <<'PY'
 import hashlib, json, sys, tomllib
 project = tomllib.load(open(sys.argv[1], "rb"))["project"]
-deps = {"deps": project["dependencies"], "dev": project["optional-dependencies"]["dev"],
+extras = project["optional-dependencies"]
+deps = {"deps": project["dependencies"], "dev": extras["dev"], "trainer": extras["trainer"],
         "python": sys.version_info[:2]}
 print(hashlib.sha256(json.dumps(deps, sort_keys=True).encode()).hexdigest()[:16])
 PY
@@ -41,7 +43,8 @@ if [ ! -f "$venv/.complete" ]; then
   deps=$("$python" - "$root/pyproject.toml" <<'PY'
 import sys, tomllib
 project = tomllib.load(open(sys.argv[1], "rb"))["project"]
-print("\n".join(project["dependencies"] + project["optional-dependencies"]["dev"]))
+extras = project["optional-dependencies"]
+print("\n".join(project["dependencies"] + extras["dev"] + extras["trainer"]))
 PY
 )
   # shellcheck disable=SC2086

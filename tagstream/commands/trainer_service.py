@@ -11,12 +11,15 @@ import typer
 from common.logging import configure, get_logger
 from common.settings import KafkaSettings, RedisSettings, load
 from model.settings import RegistrySettings
+from trainer.profiles import PROFILES
 from trainer.service import TrainerService, run_once
 from trainer.settings import TrainerSettings
 
 
-def _service() -> TrainerService:
+def _service(profile: str | None = None) -> TrainerService:
     settings = load(TrainerSettings)
+    if profile is not None:
+        settings = settings.model_copy(update={"profile": profile})
     configure(settings.log_level)
     return TrainerService(
         settings, load(KafkaSettings), load(RedisSettings), load(RegistrySettings)
@@ -49,9 +52,17 @@ def serve() -> None:
     )
 
 
-def run_once_command() -> None:
+def run_once_command(
+    profile: str | None = typer.Option(
+        None,
+        "--profile",
+        help="Training profile (fast, full) [TAGSTREAM_TRAINER_PROFILE, default fast].",
+    ),
+) -> None:
     """Store what the labelled topic holds now, run one training cycle, exit non-zero on failure."""
-    result = run_once(_service())
+    if profile is not None and profile not in PROFILES:
+        raise typer.BadParameter(f"choose one of {sorted(PROFILES)}", param_hint="--profile")
+    result = run_once(_service(profile))
     typer.echo(
         f"{'promoted' if result.promoted else 'not promoted'}: {result.reason}"
         + (f" (version {result.version})" if result.version else "")
