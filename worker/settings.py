@@ -6,7 +6,6 @@ Kafka and Redis connections are :class:`common.settings.KafkaSettings` and
 
 from __future__ import annotations
 
-import os
 import socket
 from pathlib import Path
 from typing import Literal
@@ -116,12 +115,15 @@ class WorkerSettings(BaseSettings):
         return self.processing_guarantee == "exactly_once"
 
     def resolved_worker_id(self) -> str:
-        """``worker_id``, else ``group_instance_id``, else ``{hostname}-{pid}``.
+        """``worker_id``, else ``group_instance_id``, else the host name.
 
-        A stable id (set one per slot, ``--processes`` does) keeps the transactional id
-        stable across restarts, so a restarted worker fences its predecessor at once.
+        Nothing here changes when the process restarts (no pid, no random part), so the
+        transactional id of a restarted worker is its predecessor's and ``init_transactions``
+        fences it and aborts what it left open. Two workers on one host need their own ids:
+        ``--processes`` sets ``{worker_id or host name}-{slot}`` per slot; otherwise set
+        ``TAGSTREAM_WORKER_WORKER_ID`` (two workers sharing an id fence each other).
         """
-        return self.worker_id or self.group_instance_id or f"{socket.gethostname()}-{os.getpid()}"
+        return self.worker_id or self.group_instance_id or socket.gethostname()
 
     def transactional_id(self) -> str:
         return f"{self.transactional_id_prefix}.{self.group_id}.{self.resolved_worker_id()}"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
 
 import pytest
 
@@ -82,3 +85,42 @@ def test_the_first_signal_asks_for_a_drain_and_the_second_exits_at_once(
         signal.raise_signal(signal.SIGINT)
         assert exits == [128 + signal.SIGINT]
     assert signal.getsignal(signal.SIGTERM) == before  # handlers restored on exit
+
+
+def _transactional_id_in_a_new_process(env: dict[str, str]) -> str:
+    """The transactional id a worker process started with ``env`` would use."""
+    code = "from worker.settings import WorkerSettings; print(WorkerSettings().transactional_id())"
+    base = {k: v for k, v in os.environ.items() if not k.startswith("TAGSTREAM_")}
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env=base | env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return result.stdout.strip()
+
+
+def test_a_restarted_worker_gets_its_predecessors_transactional_id() -> None:
+    """Without any id set, two processes in turn (a worker and its restart) share one id."""
+    env = {"TAGSTREAM_WORKER_GROUP_ID": "g"}
+    first = _transactional_id_in_a_new_process(env)
+    restarted = _transactional_id_in_a_new_process(env)
+    assert first == restarted
+    assert first.startswith("tagstream-worker.g.")
+
+
+def test_the_slots_of_one_supervisor_get_different_ids_each_stable_across_restarts() -> None:
+    settings = WorkerSettings(group_id="g")
+    ids = [
+        [
+            _transactional_id_in_a_new_process(
+                {"TAGSTREAM_WORKER_GROUP_ID": "g"} | slot_environment(settings, slot)
+            )
+            for _ in range(2)
+        ]
+        for slot in range(2)
+    ]
+    assert ids[0][0] == ids[0][1] and ids[1][0] == ids[1][1]
+    assert ids[0][0] != ids[1][0]
