@@ -6,11 +6,16 @@ a record is stored exactly once however often Kafka delivers it: a redelivered o
 the stored position is skipped. The consumer commits its Kafka offsets only after
 :meth:`ExampleStore.append` returned, and seeks to :meth:`ExampleStore.positions` on
 assignment, which makes the store, not the consumer group, the source of truth.
+
+The store is used from several threads (the consume loop appends while a training cycle
+reads): each thread gets a connection of its own, so a reader sees committed data only (a
+WAL snapshot per statement) and never runs inside another thread's write transaction.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
@@ -49,16 +54,53 @@ class ExampleStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._guard = threading.Lock()
+        self._connections: dict[threading.Thread, sqlite3.Connection] = {}
+        self._closed = False
         try:
-            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot open the example store {path}: {exc}") from exc
+            raise StoreError(f"cannot open the example store {self.path}: {exc}") from exc
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        """This thread's connection, opened on first use."""
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = self._local.db = self._connect()
+        return db
+
+    def _connect(self) -> sqlite3.Connection:
+        with self._guard:
+            if self._closed:
+                raise StoreError(f"the example store {self.path} is closed")
+            self._close_orphans()
+            try:
+                # check_same_thread=False only so that close() may close every thread's
+                # connection; each is used by the thread that opened it.
+                db = sqlite3.connect(
+                    self.path, timeout=30.0, isolation_level=None, check_same_thread=False
+                )
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=FULL")
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot open the example store {self.path}: {exc}") from exc
+            self._connections[threading.current_thread()] = db
+            return db
+
+    def _close_orphans(self) -> None:
+        """Close the connections of threads that have ended (each training cycle is one)."""
+        for thread in [t for t in self._connections if not t.is_alive()]:
+            self._connections.pop(thread).close()
 
     def close(self) -> None:
-        self._db.close()
+        """Close every thread's connection; the store cannot be used afterwards."""
+        with self._guard:
+            self._closed = True
+            connections, self._connections = list(self._connections.values()), {}
+        for db in connections:
+            db.close()
 
     def __enter__(self) -> ExampleStore:
         return self
