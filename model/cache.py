@@ -72,7 +72,7 @@ class ArtifactCache:
         except FileNotFoundError:
             return None
         if sha256_hex(data) != sha256:
-            log.warning("cache_entry_corrupt", path=str(path))
+            log.warning("cache entry corrupt", path=str(path))
             path.unlink(missing_ok=True)
             return None
         touch(path)
@@ -100,7 +100,7 @@ class ArtifactCache:
         except FileNotFoundError:
             return None
         except ValidationError:
-            log.warning("cache_alias_corrupt", path=str(path))
+            log.warning("cache alias corrupt", path=str(path))
             return None
 
     def entries(self) -> list[Path]:
@@ -117,7 +117,7 @@ class ArtifactCache:
         evicted = removable[max(0, len(removable) - excess) :] if excess else []
         for path in evicted:
             path.unlink(missing_ok=True)
-            log.info("cache_entry_evicted", path=str(path))
+            log.info("cache entry evicted", path=str(path))
         return evicted
 
     def _pinned(self) -> set[str]:

@@ -100,11 +100,11 @@ class ModelLoader:
         cached = self.cache.get(manifest.artifact_sha256)
         if cached is not None:
             verify(cached, manifest, sha256_known=True)
-            log.info("model_loaded", version=manifest.version, source="cache")
+            log.info("model loaded", version=manifest.version, source="cache")
             return LoadedModel(manifest, cached, "cache")
         data = self.registry.fetch(manifest.version)
         self.cache.put(data, manifest.artifact_sha256)
-        log.info("model_loaded", version=manifest.version, source="redis", bytes=len(data))
+        log.info("model loaded", version=manifest.version, source="redis", bytes=len(data))
         return LoadedModel(manifest, data, "redis")
 
     def _last_known(self, alias: str, cause: RegistryError) -> LoadedModel:
@@ -117,6 +117,6 @@ class ModelLoader:
             ) from cause
         verify(data, manifest, sha256_known=True)
         log.warning(
-            "model_loaded_offline", alias=alias, version=manifest.version, reason=str(cause)
+            "model loaded offline", alias=alias, version=manifest.version, reason=str(cause)
         )
         return LoadedModel(manifest, data, "cache")

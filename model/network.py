@@ -130,11 +130,6 @@ class BiLSTMClassifier(nn.Module):
             pooled.append((states * real).sum(dim=1) / real.sum(dim=1))
         return torch.cat(pooled, dim=1)
 
-    def load_embeddings(self, vectors: Tensor, rows: Tensor) -> None:
-        """Copy ``vectors[i]`` into embedding row ``rows[i]`` (pre-trained initialisation)."""
-        with torch.no_grad():
-            self.embedding.weight[rows] = vectors.to(self.embedding.weight)
-
 
 def parameter_shapes(config: NetworkConfig) -> dict[str, tuple[int, ...]]:
     """Name and shape of every tensor in a network's state dict, without building one."""

@@ -298,7 +298,7 @@ class Registry:
             upload.write(chunk)
         stored = upload.commit(manifest)
         log.info(
-            "model_published",
+            "model published",
             version=stored.version,
             bytes=stored.artifact_bytes,
             sha256=stored.artifact_sha256,
@@ -382,7 +382,7 @@ class Registry:
             self.settings.history_length,
             self.keys.channel,
         )
-        log.info("model_promoted", alias=alias, version=version, previous=previous)
+        log.info("model promoted", alias=alias, version=version, previous=previous)
         return previous
 
     def rollback(self, alias: str = "production") -> int:
@@ -392,7 +392,7 @@ class Registry:
             ROLLBACK_SCRIPT, f"rolling back {alias}", alias, self.keys.channel
         )
         assert restored is not None
-        log.info("model_rolled_back", alias=alias, version=restored)
+        log.info("model rolled back", alias=alias, version=restored)
         return restored
 
     def _run_alias_script(self, script: str, action: str, alias: str, *args: Any) -> int | None:
@@ -428,7 +428,7 @@ class Registry:
                 ),
             )
         if deleted:
-            log.info("models_pruned", versions=sorted(deleted))
+            log.info("models pruned", versions=sorted(deleted))
         return sorted(int(version) for version in deleted)
 
 

@@ -88,7 +88,7 @@ class AliasWatcher:
         if self._use_pubsub:
             self._subscribe()
         self._thread.start()
-        log.info("alias_watcher_started", pubsub=self._use_pubsub, aliases=self._known)
+        log.info("alias watcher started", pubsub=self._use_pubsub, aliases=self._known)
         return self
 
     def stop(self, timeout_s: float = 5.0) -> None:
@@ -99,7 +99,7 @@ class AliasWatcher:
         if self._pubsub is not None:
             self._pubsub.close()
             self._pubsub = None
-        log.info("alias_watcher_stopped")
+        log.info("alias watcher stopped")
 
     @property
     def running(self) -> bool:
@@ -125,7 +125,7 @@ class AliasWatcher:
             self._pubsub.subscribe(self._registry.keys.channel)
             self._pubsub.get_message(timeout=1.0)  # the server's confirmation
         except (redis.RedisError, OSError) as exc:
-            self._failed("alias_watcher_subscribe_failed", exc)
+            self._failed("alias watcher subscribe failed", exc)
 
     def _run(self) -> None:
         next_poll = time.monotonic() + self._interval
@@ -150,7 +150,7 @@ class AliasWatcher:
                 message = self._pubsub.get_message(timeout=0)
         except (redis.RedisError, OSError, ValueError) as exc:
             if not self._pubsub_broken:
-                log.warning("alias_watcher_pubsub_error", error=str(exc))
+                log.warning("alias watcher pubsub error", error=str(exc))
             self._pubsub_broken = True
             self._stop.wait(min(self._interval, RECONNECT_S))
             return False
@@ -171,10 +171,10 @@ class AliasWatcher:
         try:
             aliases = self._registry.aliases()
         except RegistryError as exc:
-            self._failed("alias_watcher_read_failed", exc)
+            self._failed("alias watcher read failed", exc)
             return None
         if self._unreachable:
-            log.info("alias_watcher_recovered", aliases=aliases)
+            log.info("alias watcher recovered", aliases=aliases)
         self._unreachable = False
         return aliases
 
@@ -186,9 +186,9 @@ class AliasWatcher:
 
     def _notify(self, change: AliasChange) -> None:
         log.info(
-            "alias_changed", alias=change.alias, version=change.version, previous=change.previous
+            "alias changed", alias=change.alias, version=change.version, previous=change.previous
         )
         try:
             self._on_change(change)
         except Exception:
-            log.exception("alias_watcher_callback_failed", alias=change.alias)
+            log.exception("alias watcher callback failed", alias=change.alias)

@@ -213,7 +213,7 @@ class TrainerService:
             except ValidationError as exc:
                 REJECTED.inc()
                 log.warning(
-                    "labelled_record_rejected",
+                    "labelled record rejected",
                     topic=source.topic,
                     partition=source.partition,
                     offset=source.offset,
@@ -244,7 +244,7 @@ class TrainerService:
         """Train, evaluate against production on the holdout, publish and promote if not worse."""
         started = time.monotonic()
         sequence = self.store.sequence()
-        log.info("cycle_started", new_examples=sequence - self._trained_sequence)
+        log.info("cycle started", new_examples=sequence - self._trained_sequence)
         client = redis.Redis.from_url(
             self.redis_settings.url, **self.redis_settings.client_kwargs()
         )
@@ -334,7 +334,7 @@ class TrainerService:
                     self.ready,
                 )
                 stack.enter_context(health)
-                log.info("health_and_metrics_listening", port=health.port)
+                log.info("health and metrics listening", port=health.port)
             consumer = self._consumer = self.consumer()
             try:
                 while not stop.is_set():
@@ -385,7 +385,7 @@ class TrainerService:
             result = self.cycle()
         except LockLostError as exc:
             CYCLES.labels("skipped").inc()
-            log.warning("cycle_skipped", reason=str(exc))
+            log.warning("cycle skipped", reason=str(exc))
             self._last_cycle = time.monotonic()
             self._failures, self._retry_at = 0, 0.0
             return None
@@ -413,9 +413,9 @@ class TrainerService:
         self._retry_at = self._last_cycle + wait
         fields = {"error": f"{type(exc).__name__}: {exc}", "failures_in_a_row": self._failures}
         if self._failures == 1:
-            log.exception("cycle_failed", retry_in_s=round(wait, 1), **fields)
+            log.exception("cycle failed", retry_in_s=round(wait, 1), **fields)
         else:
-            log.warning("cycle_failed", retry_in_s=round(wait, 1), **fields)
+            log.warning("cycle failed", retry_in_s=round(wait, 1), **fields)
 
 
 def record_cycle(result: CycleResult) -> None:

@@ -177,7 +177,7 @@ def _initial_network(
         _set_prior_bias(network, train)
     if settings.glove:
         found = glove.initialise(network, encoder)
-        log.info("glove_embeddings", words=found, available=glove.available())
+        log.info("glove embeddings", words=found, available=glove.available())
     return network
 
 
@@ -231,7 +231,7 @@ def _fingerprint(
 def _restore(run: _Run, directory: Path) -> None:
     saved = checkpoint.load(directory, run.fingerprint)
     if saved is None:
-        log.info("no_checkpoint_to_resume", directory=str(directory))
+        log.info("no checkpoint to resume", directory=str(directory))
         return
     run.network.load_state_dict(saved.model)
     if saved.average:

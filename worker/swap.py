@@ -58,7 +58,7 @@ class Swapper:
         self._refused: set[int] = set()
         self._wake = threading.Condition()
         self._stopped = False
-        self._thread = threading.Thread(target=self._run, name="model-swap", daemon=True)
+        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
         """Start the loader thread with a copy of the caller's log context."""
@@ -72,7 +72,8 @@ class Swapper:
         with self._wake:
             self._stopped = True
             self._wake.notify_all()
-        self._thread.join(timeout=5)
+        if self._thread is not None:
+            self._thread.join(timeout=5)
 
     def want(self, version: int) -> None:
         """The alias now points at ``version``: serve it once it loads and warms up."""

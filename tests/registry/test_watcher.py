@@ -165,5 +165,5 @@ def test_an_outage_is_logged_once_and_the_recovery_once(
         version = registry.publish(os.urandom(100), manifest)
         registry.promote(version)
         assert changes.get(timeout=5)[0] == AliasChange("production", version, None)
-    assert logged.events.count("alias_watcher_read_failed") == 1
-    assert logged.events.count("alias_watcher_recovered") == 1
+    assert logged.events.count("alias watcher read failed") == 1
+    assert logged.events.count("alias watcher recovered") == 1

@@ -82,7 +82,7 @@ def test_workers_keep_predicting_and_the_trainer_keeps_storing_through_a_redis_o
             local.stop_redis()
             produce(kafka, "labelled", _pairs(labelled[50:]))
             stored_during = _wait_stored(store, 150, scale)
-            failed = trainer.wait_for("cycle_failed", 60)
+            failed = trainer.wait_for("cycle failed", 60)
             threading.Event().wait(max(0.0, down_at + scale.redis_down_s - time.time()))
             predicted_during = _classified_between(predictions, down_at, time.time())
             local.start_redis()
@@ -106,7 +106,7 @@ def test_workers_keep_predicting_and_the_trainer_keeps_storing_through_a_redis_o
         stored = stored_ids(store)
 
     counted = tally(expected_ids(total), Counter(r["article_id"] for r in records), dead)
-    failures = trainer.events("cycle_failed")
+    failures = trainer.events("cycle failed")
     record(
         "3-redis-outage",
         redis_down_s=round(up_at - down_at, 1),

@@ -189,7 +189,7 @@ def _cycle_outcome(trainer: WorkerProcess) -> dict[str, Any]:
     ended: list[dict[str, Any]] = []
 
     def finished() -> bool:
-        ended[:] = trainer.events("cycle") + trainer.events("cycle_failed")
+        ended[:] = trainer.events("cycle") + trainer.events("cycle failed")
         return bool(ended)
 
     wait_until(finished, 240, "a training cycle to end")

@@ -70,7 +70,7 @@ def test_sigkill_mid_cycle_then_restart_loses_and_duplicates_nothing(
     feed.produce(kafka_settings, topic, first_batch)
     trainer = start()
     try:
-        wait_for(lambda: "cycle_started" in log.read_text(), 120, "a cycle to start")
+        wait_for(lambda: "cycle started" in log.read_text(), 120, "a cycle to start")
         trainer.send_signal(signal.SIGKILL)
         trainer.wait(10)
         assert len(stored_ids(store)) == 150
