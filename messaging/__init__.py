@@ -39,7 +39,7 @@ kafka-python workarounds, all of them here (docs/kafka.md tells the story of eac
 kafka-python is pinned to 3.0.x in pyproject.toml: 2, 4 and 5 read its internals.
 """
 
-from messaging.admin import Admin, TopicSpec, describe_topics, ensure_topics, wait_until_ready
+from messaging.admin import Admin, TopicSpec, ensure_topics, wait_until_ready
 from messaging.config import client_config
 from messaging.consumer import Consumer, RebalanceHandler
 from messaging.errors import (
@@ -71,7 +71,6 @@ __all__ = [
     "TopicSpec",
     "UndecodableError",
     "client_config",
-    "describe_topics",
     "ensure_topics",
     "wait_until_ready",
 ]

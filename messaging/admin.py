@@ -160,20 +160,25 @@ class Admin:
                     raise
                 time.sleep(0.5)
 
-    def _group_lag(self, group: str, topic: str) -> list[PartitionLag]:
+    def end_offsets(self, topic: str) -> dict[TopicPartition, int]:
+        """The next offset to be written, per partition of ``topic``."""
         partitions = [
             KafkaTopicPartition(info.topic, info.partition) for info in self.describe([topic])
         ]
         with translated():
-            committed = self._client.list_group_offsets({group: partitions}).get(group, {})
             ends = self._client.list_partition_offsets({tp: OffsetSpec.LATEST for tp in partitions})
+        return {TopicPartition(tp.topic, tp.partition): ends[tp].offset for tp in partitions}
+
+    def _group_lag(self, group: str, topic: str) -> list[PartitionLag]:
+        ends = self.end_offsets(topic)
+        partitions = [KafkaTopicPartition(tp.topic, tp.partition) for tp in ends]
+        with translated():
+            committed = self._client.list_group_offsets({group: partitions}).get(group, {})
         rows = []
-        for tp in sorted(partitions):
-            meta = committed.get(tp)
+        for tp, end in sorted(ends.items()):
+            meta = committed.get(KafkaTopicPartition(tp.topic, tp.partition))
             offset = meta.offset if meta is not None and meta.offset >= 0 else None
-            rows.append(
-                PartitionLag(TopicPartition(tp.topic, tp.partition), offset, ends[tp].offset)
-            )
+            rows.append(PartitionLag(tp, offset, end))
         return rows
 
     def committed(self, group: str) -> dict[TopicPartition, int]:
@@ -268,8 +273,3 @@ def ensure_topics(
     ]
     with admin(settings) as client:
         client.create_topics(specs)
-
-
-def describe_topics(settings: KafkaSettings, topics: list[str]) -> list[PartitionInfo]:
-    with admin(settings) as client:
-        return client.describe(topics)

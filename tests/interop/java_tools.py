@@ -6,7 +6,6 @@ interoperates with the Java clients that production producers and consumers use.
 
 from __future__ import annotations
 
-import re
 import subprocess
 from dataclasses import dataclass
 
@@ -117,9 +116,3 @@ def describe_group(bootstrap: str, group: str) -> list[GroupPartition]:
     if not rows:
         raise AssertionError(f"no partitions in the description of {group}:\n{out}")
     return rows
-
-
-def version() -> str:
-    out = _java(f"{TOOLS}.ConsoleProducer", "--version")
-    match = re.search(r"\d+\.\d+\.\d+", out)
-    return match.group(0) if match else out.strip()
