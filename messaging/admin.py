@@ -20,6 +20,7 @@ from kafka.admin import (
     ScramMechanism,
     UserScramCredentialUpsertion,
 )
+from kafka.protocol.consumer.offsets import IsolationLevel
 
 from common.errors import StackError
 from common.settings import KafkaSettings
@@ -160,14 +161,41 @@ class Admin:
                     raise
                 time.sleep(0.5)
 
-    def end_offsets(self, topic: str) -> dict[TopicPartition, int]:
-        """The next offset to be written, per partition of ``topic``."""
+    def end_offsets(self, topic: str, *, committed: bool = False) -> dict[TopicPartition, int]:
+        """The next offset to be written, per partition of ``topic``; with ``committed``, the
+        last stable offset instead (where a read_committed consumer stops while a transaction
+        is open)."""
+        isolation = IsolationLevel.READ_COMMITTED if committed else IsolationLevel.READ_UNCOMMITTED
+        return self._offsets(topic, OffsetSpec.LATEST, isolation)
+
+    def start_offsets(self, topic: str) -> dict[TopicPartition, int]:
+        """The first offset still on the log, per partition of ``topic``."""
+        return self._offsets(topic, OffsetSpec.EARLIEST, IsolationLevel.READ_UNCOMMITTED)
+
+    def _offsets(self, topic: str, spec: Any, isolation: Any) -> dict[TopicPartition, int]:
         partitions = [
             KafkaTopicPartition(info.topic, info.partition) for info in self.describe([topic])
         ]
         with translated():
-            ends = self._client.list_partition_offsets({tp: OffsetSpec.LATEST for tp in partitions})
-        return {TopicPartition(tp.topic, tp.partition): ends[tp].offset for tp in partitions}
+            found = self._client.list_partition_offsets(
+                {tp: spec for tp in partitions}, isolation_level=isolation
+            )
+        return {TopicPartition(tp.topic, tp.partition): found[tp].offset for tp in partitions}
+
+    def offsets_at(self, topic: str, timestamp_ms: int) -> dict[TopicPartition, int | None]:
+        """Per partition of ``topic``, the first offset whose record timestamp is at or after
+        ``timestamp_ms``; None where no record is that recent."""
+        partitions = [
+            KafkaTopicPartition(info.topic, info.partition) for info in self.describe([topic])
+        ]
+        with translated():
+            found = self._client.list_partition_offsets({tp: timestamp_ms for tp in partitions})
+        return {
+            TopicPartition(tp.topic, tp.partition): found[tp].offset
+            if found[tp].offset >= 0
+            else None
+            for tp in partitions
+        }
 
     def _group_lag(self, group: str, topic: str) -> list[PartitionLag]:
         ends = self.end_offsets(topic)

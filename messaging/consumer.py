@@ -10,7 +10,7 @@ allowed (:meth:`Consumer.seek`, :meth:`Consumer.commit_nowait`).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal, Protocol
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer
@@ -297,10 +297,15 @@ class Consumer:
 
 
 class Reader:
-    """Reads whole topics without a group (``read_committed``): from the start or the end."""
+    """Reads topics without a group (``read_committed``): from the start, the end, or given
+    offsets. Nothing it reads is committed anywhere."""
 
     def __init__(
-        self, kafka: KafkaSettings, topics: Iterable[str], *, start: Literal["beginning", "end"]
+        self,
+        kafka: KafkaSettings,
+        topics: Iterable[str],
+        *,
+        start: Literal["beginning", "end"] | Mapping[TopicPartition, int],
     ) -> None:
         with translated():
             self._consumer = KafkaConsumer(
@@ -309,18 +314,38 @@ class Reader:
                 isolation_level="read_committed",
                 enable_auto_commit=False,
             )
-            partitions = [
-                KafkaTopicPartition(topic, p)
-                for topic in topics
-                for p in sorted(self._consumer.partitions_for_topic(topic) or ())
-            ]
-            self._consumer.assign(partitions)
-            if start == "end":
-                self._consumer.seek_to_end(*partitions)
+            if isinstance(start, Mapping):
+                partitions = [kafka_tp(tp) for tp in sorted(start)]
+                self._consumer.assign(partitions)
+                for tp, offset in start.items():
+                    self._consumer.seek(kafka_tp(tp), offset)
             else:
-                self._consumer.seek_to_beginning(*partitions)
+                partitions = [
+                    KafkaTopicPartition(topic, p)
+                    for topic in topics
+                    for p in sorted(self._consumer.partitions_for_topic(topic) or ())
+                ]
+                self._consumer.assign(partitions)
+                if start == "end":
+                    self._consumer.seek_to_end(*partitions)
+                else:
+                    self._consumer.seek_to_beginning(*partitions)
             for partition in partitions:  # resolve the positions now, before anything is sent
                 self._consumer.position(partition)
+
+    def position(self, tp: TopicPartition) -> int:
+        """The offset of the next record this reader will return from ``tp``.
+
+        Past a transaction's control records, so it can stand higher than the last offset read
+        plus one."""
+        with translated():
+            position = self._consumer.position(kafka_tp(tp))
+        assert position is not None, "positions are resolved when the reader opens"
+        return int(position)
+
+    def pause(self, partitions: Iterable[TopicPartition]) -> None:
+        """Read no more from these partitions."""
+        self._consumer.pause(*(kafka_tp(tp) for tp in partitions))
 
     def poll(self, timeout_ms: int) -> list[Record]:
         """What arrived; a poll failing with a retriable error brought nothing."""

@@ -14,6 +14,7 @@ from tagstream.commands import (
     demo,
     models,
     produce,
+    replay,
     schemas,
     stack,
     topics,
@@ -39,6 +40,7 @@ app.add_typer(trainer.app, name="trainer")
 trainer_service.register(trainer.app)
 app.add_typer(worker.app, name="worker")
 app.command(name="produce")(produce.command)
+app.command(name="replay")(replay.command)
 app.command(name="demo")(demo.command)
 
 
