@@ -81,8 +81,11 @@ return current
 """
 
 ROLLBACK_SCRIPT = """
--- KEYS: aliases, history, manifests   ARGV: alias, channel
+-- KEYS: aliases, history, manifests   ARGV: alias, channel, expected holder ('' for any)
 local current = redis.call('HGET', KEYS[1], ARGV[1])
+if ARGV[3] ~= '' and current ~= ARGV[3] then
+  return redis.error_reply('STALE the alias is no longer at version ' .. ARGV[3])
+end
 while true do
   local previous = redis.call('LPOP', KEYS[2])
   if not previous then
@@ -385,11 +388,18 @@ class Registry:
         log.info("model promoted", alias=alias, version=version, previous=previous)
         return previous
 
-    def rollback(self, alias: str = "production") -> int:
-        """Point ``alias`` back at its previous holder and return that version."""
+    def rollback(self, alias: str = "production", *, expect: int | None = None) -> int:
+        """Point ``alias`` back at its previous holder and return that version.
+
+        With ``expect``, only while the alias still points at that version (compare-and-set):
+        an automatic rollback never undoes a promote that landed after its verdict."""
         check_alias(alias)
         restored = self._run_alias_script(
-            ROLLBACK_SCRIPT, f"rolling back {alias}", alias, self.keys.channel
+            ROLLBACK_SCRIPT,
+            f"rolling back {alias}",
+            alias,
+            self.keys.channel,
+            "" if expect is None else str(expect),
         )
         assert restored is not None
         log.info("model rolled back", alias=alias, version=restored)
@@ -403,7 +413,9 @@ class Registry:
         except RegistryError as exc:
             cause = exc.__cause__
             if isinstance(cause, redis.ResponseError) and (
-                script_error(cause, "NO_VERSION") or script_error(cause, "NO_HISTORY")
+                script_error(cause, "NO_VERSION")
+                or script_error(cause, "NO_HISTORY")
+                or script_error(cause, "STALE")
             ):
                 raise ModelError(f"{action}: {str(cause).split(' ', 1)[1]}") from cause
             raise

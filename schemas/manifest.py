@@ -18,6 +18,8 @@ class TrainingDataSummary(Contract):
     holdout_documents: int = Field(default=0, ge=0)
     feedback_documents: int = Field(default=0, ge=0)
     source: str = "reuters-21578"
+    label_priors: dict[str, float] = Field(default_factory=dict)
+    """Share of training documents carrying each label: the baseline of output drift."""
 
 
 class ModelManifest(Contract):

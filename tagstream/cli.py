@@ -13,6 +13,7 @@ from tagstream.commands import (
     data,
     demo,
     models,
+    monitor,
     produce,
     replay,
     schemas,
@@ -39,6 +40,7 @@ app.add_typer(models.app, name="models")
 app.add_typer(trainer.app, name="trainer")
 trainer_service.register(trainer.app)
 app.add_typer(worker.app, name="worker")
+app.add_typer(monitor.app, name="monitor")
 app.command(name="produce")(produce.command)
 app.command(name="replay")(replay.command)
 app.command(name="demo")(demo.command)

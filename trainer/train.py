@@ -379,6 +379,14 @@ def _cpu_copy(network: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in network.state_dict().items()}
 
 
+def label_priors(split: EncodedSplit, labels: Sequence[str]) -> dict[str, float]:
+    """The share of ``split``'s documents that carry each label."""
+    if not len(split):
+        return {}
+    shares = split.targets.mean(axis=0)
+    return {label: round(float(share), 6) for label, share in zip(labels, shares, strict=True)}
+
+
 def _package(
     run: _Run, labels: Sequence[str], options: RunOptions, n_train: int, n_validation: int
 ) -> tuple[Artifact, dict[str, float]]:
@@ -406,6 +414,7 @@ def _package(
             validation_documents=n_validation,
             feedback_documents=options.feedback_documents,
             source=options.source,
+            label_priors=label_priors(run.train, labels),
         ),
         metrics=metrics,
     )

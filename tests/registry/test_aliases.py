@@ -45,6 +45,20 @@ def test_rollback_walks_back_through_history_and_then_refuses(
     assert registry.resolve("production") == first
 
 
+def test_a_rollback_that_expects_a_holder_leaves_a_moved_alias_alone(
+    registry: Registry, manifest: ModelManifest
+) -> None:
+    first, second, third = publish_many(registry, manifest, 3)
+    registry.promote(first)
+    registry.promote(second)  # judged bad by someone...
+    registry.promote(third)  # ...while an operator promoted a fix
+    with pytest.raises(ModelError, match="no longer at version 2"):
+        registry.rollback(expect=second)
+    assert registry.resolve("production") == third
+    assert registry.history("production") == [second, first]  # nothing popped
+    assert registry.rollback(expect=third) == second
+
+
 def test_promoting_the_current_holder_adds_no_history(
     registry: Registry, manifest: ModelManifest
 ) -> None:
