@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 LabelSet = frozenset[str]
+MAX_INTERNED = 10_000
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,14 @@ class Join:
         self.windows: dict[int, deque[tuple[LabelSet, LabelSet]]] = {}
         self.joined: dict[int, int] = {}
         """Pairs joined per version since the start (not only those in the window)."""
+        self._sets: dict[LabelSet, LabelSet] = {}
+        """One object per distinct label set (up to ``MAX_INTERNED``), shared by every entry."""
+
+    def _interned(self, labels: Iterable[str]) -> LabelSet:
+        found = frozenset(labels)
+        if len(self._sets) >= MAX_INTERNED:
+            return self._sets.get(found, found)
+        return self._sets.setdefault(found, found)
 
     @property
     def pending(self) -> tuple[int, int]:
@@ -100,7 +109,7 @@ class Join:
         return self._predictions.evicted + self._labels.evicted
 
     def prediction(self, article_id: str, version: int, labels: Iterable[str]) -> None:
-        predicted = frozenset(labels)
+        predicted = self._interned(labels)
         truth = self._labels.get(article_id)
         if isinstance(truth, frozenset):
             self._add(version, truth, predicted)
@@ -111,7 +120,7 @@ class Join:
         self._predictions.keep(article_id, by_version)
 
     def labelled(self, article_id: str, labels: Iterable[str]) -> None:
-        truth = frozenset(labels)
+        truth = self._interned(labels)
         waiting = self._predictions.pop(article_id, None)
         if isinstance(waiting, dict):
             for version, predicted in waiting.items():
