@@ -1,4 +1,4 @@
-"""``tagstream models list|show|promote|rollback|pull``: the model registry in Redis.
+"""``tagstream models list|show|publish|promote|rollback|pull``: the model registry in Redis.
 
 Connection from ``TAGSTREAM_REDIS_*`` (URL, password, namespace), registry behaviour from
 ``TAGSTREAM_REGISTRY_*``. Errors are :class:`TagstreamError` and end the command with one line.
@@ -14,7 +14,8 @@ from rich.console import Console
 from rich.table import Table
 
 from common.settings import RedisSettings, load
-from model.registry import Registry
+from model.artifact import Artifact
+from model.registry import Registry, verify
 from model.settings import RegistrySettings
 from schemas.manifest import ModelManifest
 
@@ -89,6 +90,37 @@ def show(version: int = typer.Argument(..., help="Version number.")) -> None:
         aliases = holders(registry.aliases()).get(version, [])
     typer.echo(manifest.model_dump_json(indent=2))
     typer.echo(f"aliases: {', '.join(aliases) or '-'}")
+
+
+@app.command()
+def publish(
+    path: Path = typer.Argument(..., exists=True, dir_okay=False, help="An artifact file."),
+    sha256: str = typer.Option(
+        None, "--sha256", help="Refuse the file unless its sha256 is this (from `models pull`)."
+    ),
+    promote_to: AliasName = typer.Option(
+        None, "--promote", help="Also point this alias (production or canary) at it."
+    ),
+) -> None:
+    """Publish an artifact trained offline (`tagstream trainer train`) as a new version.
+
+    The file is parsed as a whole first (tensors, manifest, encoder, network), so a truncated
+    or foreign file is refused before anything is stored; the registry then records its size
+    and sha256, which every worker checks when it loads the version."""
+    data = path.read_bytes()
+    manifest = Artifact.from_bytes(data, sha256).manifest
+    with open_registry() as registry:
+        version = registry.publish(data, manifest)
+        stored = registry.manifest(version)
+        verify(registry.fetch(version), stored)
+        typer.echo(
+            f"published {path.name} as version {version} "
+            f"({human_bytes(stored.artifact_bytes)}, sha256 {stored.artifact_sha256})"
+        )
+        if promote_to is not None:
+            previous = registry.promote(version, promote_to.value)
+            was = "unset" if previous is None else f"version {previous}"
+            typer.echo(f"{promote_to.value} -> version {version} (was {was})")
 
 
 @app.command()

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from common.settings import RedisSettings
 from model.errors import ModelError
 from model.registry import Registry, sha256_hex
+from model.toy import toy_artifact
 from schemas.manifest import ModelManifest
 from tagstream.commands.models import app
 
@@ -77,3 +78,27 @@ def test_show_prints_the_manifest_and_an_unknown_version_is_an_error(
     missing = cli("show", str(version + 1))
     assert missing.exit_code != 0
     assert isinstance(missing.exception, ModelError)
+
+
+def test_publish_a_file_checks_it_whole_then_stores_and_promotes_it(
+    cli, registry: Registry, tmp_path: Path
+) -> None:
+    artifact = toy_artifact(("earn", "acq"))
+    path = tmp_path / "offline.safetensors"
+    path.write_bytes(artifact.to_bytes())
+    result = cli("publish", str(path), "--promote", "canary")
+    assert result.exit_code == 0, result.output
+    (version,) = registry.versions()
+    assert f"published offline.safetensors as version {version}" in result.output
+    assert f"canary -> version {version} (was unset)" in result.output
+    assert registry.fetch(version) == path.read_bytes()
+    assert registry.manifest(version).artifact_sha256 == sha256_hex(path.read_bytes())
+    assert registry.aliases() == {"canary": version}
+
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(path.read_bytes()[:-100])
+    refused = cli("publish", str(truncated))
+    assert isinstance(refused.exception, ModelError), refused.output
+    wrong = cli("publish", str(path), "--sha256", "0" * 64)
+    assert "is not the expected" in str(wrong.exception)
+    assert registry.versions() == [version]  # nothing stored for either
