@@ -26,15 +26,17 @@ import structlog
 from common.health import HealthServer
 from common.logging import configure, get_logger
 from common.settings import KafkaSettings, RedisSettings, load
+from messaging import Producer
 from messaging.admin import admin
 from model.inference import resolve_device
 from model.settings import RegistrySettings
 from worker.errors import WorkerError
 from worker.inference import Scorer
 from worker.metrics import Metrics
-from worker.models import first_model, open_models
+from worker.models import RegistryModels, first_model, open_models
 from worker.pipeline import Pipeline
 from worker.settings import WorkerSettings
+from worker.shadow import ShadowSlot
 from worker.sink import open_sink
 from worker.source import open_source
 from worker.supervisor import supervise
@@ -91,6 +93,7 @@ class Worker:
         self.metrics = Metrics()
         self.slot = ModelSlot(self.metrics)
         self.pipeline: Pipeline | None = None
+        self.shadow_slot: ShadowSlot | None = None
         self.health_port: int | None = None
         self.stopping = threading.Event()
         self.halt = threading.Event()
@@ -144,6 +147,7 @@ class Worker:
             stack.callback(swapper.stop)
             models.watch(swapper)
         check_topics(self.kafka, self.settings)
+        shadow, shadow_sink = self._shadow(stack)
         sink = open_sink(self.kafka, self.settings, self.worker_id, self.halt)
         stack.callback(sink.close, 10.0)
         source = open_source(self.kafka, self.settings, self.worker_id)
@@ -157,10 +161,32 @@ class Worker:
             scorer=self.scorer(),
             worker_id=self.worker_id,
             halt=self.halt,
+            shadow=shadow,
+            shadow_sink=shadow_sink,
         )
         if self.stopping.is_set():
             return
         self.pipeline.run()
+
+    def _shadow(self, stack: ExitStack) -> tuple[ShadowSlot | None, Producer | None]:
+        """The shadow model's slot, following the shadow alias, and the producer for its
+        records; (None, None) when shadow scoring is off."""
+        alias = self.settings.shadow_alias
+        if alias is None:
+            return None, None
+        models = RegistryModels(
+            self.settings.model_copy(update={"model_alias": alias}), self.redis, self.registry
+        )
+        stack.callback(models.close)
+        self.shadow_slot = slot = ShadowSlot(models.version, self.metrics).start()
+        stack.callback(slot.stop)
+        models.watch_alias(alias, slot.want)
+        sink = None
+        if self.settings.shadow_topic is not None:
+            sink = Producer(self.kafka, client_id=f"{self.kafka.client_id}-{self.worker_id}-shadow")
+            stack.callback(sink.close, 5.0)
+        log.info("Shadow scoring on.", alias=alias, topic=self.settings.shadow_topic)
+        return slot, sink
 
     def scorer(self) -> Scorer:
         on_cpu = resolve_device(self.settings.device).type == "cpu"

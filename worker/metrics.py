@@ -112,3 +112,37 @@ class Metrics:
             "In-flight messages dropped uncommitted (revocation or rewind); they are read again",
             registry=r,
         )
+        self._shadow(r)
+
+    def _shadow(self, r: CollectorRegistry) -> None:
+        """Shadow scoring with the canary version (``worker.shadow``)."""
+        self.shadow_version = Gauge(
+            f"{PREFIX}_shadow_model_version", "Version scoring as the shadow (0: none)", registry=r
+        )
+        self.shadow_articles = Counter(
+            f"{PREFIX}_shadow_articles", "Articles scored by the shadow model", registry=r
+        )
+        self.shadow_agreements = Counter(
+            f"{PREFIX}_shadow_agreements",
+            "Shadow-scored articles given the same label set as production",
+            registry=r,
+        )
+        self.shadow_flips = Counter(
+            f"{PREFIX}_shadow_label_flips",
+            "Shadow-scored articles on which the shadow and production differ about a label",
+            ["label"],
+            registry=r,
+        )
+        self.shadow_skipped = Counter(
+            f"{PREFIX}_shadow_skipped",
+            "Sampled articles left unscored to keep the shadow within its time budget",
+            registry=r,
+        )
+        self.shadow_failures = Counter(
+            f"{PREFIX}_shadow_failures",
+            "Shadow scores or shadow records that failed (production is unaffected)",
+            registry=r,
+        )
+        self.shadow_seconds = Histogram(
+            f"{PREFIX}_shadow_seconds", "Time of one shadow pass", buckets=SECONDS, registry=r
+        )

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
 from common.logging import get_logger
 from common.settings import RedisSettings
 from model.artifact import Artifact
+from model.errors import ModelError
 from model.inference import Classifier
 from model.loader import ModelLoader
 from model.settings import RegistrySettings
@@ -76,6 +78,22 @@ class RegistryModels:
                 swapper.want(change.version)
 
         self._watcher = AliasWatcher(self._loader.registry, on_change).start()
+
+    def watch_alias(self, alias: str, want: Callable[[int | None], None]) -> None:
+        """Tell ``want`` the version ``alias`` points at now, then every change of it (None
+        when the alias is unset or cannot be read at start)."""
+        known: dict[str, int] | None
+        try:
+            known = self._loader.registry.aliases()
+        except ModelError:
+            known = None  # the watcher reads them when Redis answers
+        want(known.get(alias) if known is not None else None)
+
+        def on_change(change: AliasChange) -> None:
+            if change.alias == alias:
+                want(change.version)
+
+        self._watcher = AliasWatcher(self._loader.registry, on_change, known=known).start()
 
     def close(self) -> None:
         if self._watcher is not None:

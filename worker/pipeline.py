@@ -52,6 +52,7 @@ from worker.offsets import OffsetTracker
 from worker.results import Results
 from worker.scoring import Answers, Scoring
 from worker.settings import WorkerSettings
+from worker.shadow import Shadow, ShadowSlot
 from worker.sink import Sink
 from worker.source import Source
 from worker.stages import END, Stage
@@ -76,6 +77,8 @@ class Pipeline:
         scorer: Scorer,
         worker_id: str,
         halt: threading.Event | None = None,
+        shadow: ShadowSlot | None = None,
+        shadow_sink: Sink | None = None,
     ) -> None:
         self.settings = settings
         self.source = source
@@ -118,6 +121,18 @@ class Pipeline:
             halt=self.halt,
         )
         answers: Answers = queue.Queue(maxsize=1)
+        shadowing = None
+        if shadow is not None:
+            shadowing = Shadow(
+                shadow,
+                share=settings.shadow_share,
+                max_delay_ms=settings.shadow_max_delay_ms,
+                results=results,
+                sink=shadow_sink,
+                topic=settings.shadow_topic,
+                metrics=metrics,
+                scorer=scorer,
+            )
         self.scoring = Scoring(
             self.batches,
             answers,
@@ -126,6 +141,7 @@ class Pipeline:
             scorer=scorer,
             metrics=metrics,
             halt=self.halt,
+            shadow=shadowing,
         )
         self.delivery = Delivery(
             answers,

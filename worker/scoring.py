@@ -11,7 +11,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,6 +21,7 @@ from worker.items import Item
 from worker.metrics import Metrics
 from worker.offsets import OffsetTracker
 from worker.results import Outgoing, Results
+from worker.shadow import Shadow
 from worker.stages import END, _End, get, put
 
 
@@ -32,6 +33,8 @@ class Answered:
     outgoing: list[Outgoing]
     scored: Scored
     context: dict[str, Any]
+    scored_items: list[Item] = field(default_factory=list)
+    """The items the model scored, in the order of ``scored.rows``."""
 
 
 Answers = queue.Queue[Answered | _End]
@@ -50,7 +53,9 @@ class Scoring:
         scorer: Scorer,
         metrics: Metrics,
         halt: threading.Event,
+        shadow: Shadow | None = None,
     ) -> None:
+        self._shadow = shadow
         self._batches = batches
         self._answers = answers
         self._tracker = tracker
@@ -76,6 +81,8 @@ class Scoring:
                 self.busy_since = None
             if answered is not None:
                 self._put(answered)
+                if self._shadow is not None:  # after production's results left: delays the next
+                    self._shadow.after(work.model, answered.scored_items, answered.scored.rows)
 
     def score(self, work: ModelBatch) -> Answered | None:
         """The results of ``work``; None when none of its messages is current any more."""
@@ -83,7 +90,8 @@ class Scoring:
         if not items:
             return None
         outgoing, scored = self._outcomes(work.model, items)
-        return Answered(work, outgoing, scored, batch_context(work, items))
+        scored_items = [i for i in items if i.rejection is None]
+        return Answered(work, outgoing, scored, batch_context(work, items), scored_items)
 
     def _put(self, answered: Answered | _End) -> None:
         put(self._answers, answered, self._halt)

@@ -94,6 +94,16 @@ class WorkerSettings(BaseSettings):
     include_scores: bool = False
     """Put every label's score in each prediction, not only the labels that passed."""
 
+    # -- shadow scoring ---------------------------------------------------------------------
+    shadow_alias: Literal["canary"] | None = None
+    """Also score with this alias's version, beside production (``worker.shadow``)."""
+    shadow_share: float = Field(default=1.0, gt=0, le=1)
+    """The share of articles the shadow scores (a random sample)."""
+    shadow_max_delay_ms: float = Field(default=50.0, gt=0, le=60_000)
+    """The most time a shadow pass may take per batch: it delays the next batch by this much."""
+    shadow_topic: str | None = Field(default=None, min_length=1)
+    """Publish the shadow's predictions here too (at most once, outside transactions)."""
+
     # -- observability ----------------------------------------------------------------------
     metrics_port: int | None = Field(default=9400, ge=0, le=65_535)
     """``/metrics``, ``/healthz``, ``/readyz``; 0 picks a free port, unset turns it off."""

@@ -3,7 +3,6 @@ that passes every integrity check is promoted, scored on the live stream, and ro
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -13,22 +12,15 @@ import pytest
 from common.settings import KafkaSettings, RedisSettings
 from model.registry import Registry
 from model.settings import RegistrySettings
-from model.toy import synthetic_articles, toy_artifact
+from model.toy import synthetic_articles
 from monitor.service import Monitor
 from monitor.settings import MonitorSettings
 from schemas import Article, LabelledArticle
+from tests.monitor.support import with_thresholds
 from tests.worker.harness import LABELS, InProcess, get
 from tests.worker.kafka_tools import produce, wait_until
 
 pytestmark = pytest.mark.integration
-
-
-def with_thresholds(value: float, seed: int) -> Any:
-    """A valid toy artifact whose every threshold is ``value``: 0.001 labels everything (some
-    labels right), 0.999 labels nothing (every label wrong)."""
-    artifact = toy_artifact(LABELS, seed=seed)
-    manifest = artifact.manifest.model_copy(update={"thresholds": [value] * len(LABELS)})
-    return dataclasses.replace(artifact, manifest=manifest)
 
 
 def feed(kafka: KafkaSettings, topics: dict[str, str], start: int, count: int) -> None:
