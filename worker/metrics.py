@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from model.encoder import UNK_ID
+
 PREFIX = "tagstream_worker"
 SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 COUNTS = tuple(float(2**i) for i in range(13))
 TOKENS = tuple(float(2**i) for i in range(6, 21))
+LENGTHS = (8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 384.0, 512.0, 1024.0, 2048.0)
+MAX_SOURCES = 50
+"""Distinct ``source`` labels before the rest count as ``other`` (bounded cardinality)."""
 RATIOS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
 
 
@@ -113,6 +118,43 @@ class Metrics:
             registry=r,
         )
         self._shadow(r)
+        self._inputs(r)
+
+    def _inputs(self, r: CollectorRegistry) -> None:
+        """Input drift: what the articles look like to the model."""
+        self.article_tokens = Histogram(
+            f"{PREFIX}_article_tokens",
+            "Tokens per scored article (after truncation to the model's max_tokens)",
+            buckets=LENGTHS,
+            registry=r,
+        )
+        self.tokens = Counter(f"{PREFIX}_tokens", "Tokens of scored articles", registry=r)
+        self.unknown_tokens = Counter(
+            f"{PREFIX}_unknown_tokens",
+            "Tokens outside the model's vocabulary ([UNK]) in scored articles",
+            registry=r,
+        )
+        self.sources = Counter(
+            f"{PREFIX}_articles_by_source",
+            f"Scored articles by their source field (the first {MAX_SOURCES} seen; then other)",
+            ["source"],
+            registry=r,
+        )
+        self._sources_seen: set[str] = set()
+
+    def observe_inputs(self, token_ids: list[tuple[int, ...]], sources: list[str]) -> None:
+        """Count a batch's scored articles for the input-drift metrics."""
+        tokens = unknown = 0
+        for ids in token_ids:
+            self.article_tokens.observe(len(ids))
+            tokens += len(ids)
+            unknown += ids.count(UNK_ID)
+        self.tokens.inc(tokens)
+        self.unknown_tokens.inc(unknown)
+        for source in sources:
+            if source not in self._sources_seen and len(self._sources_seen) < MAX_SOURCES:
+                self._sources_seen.add(source)
+            self.sources.labels(source if source in self._sources_seen else "other").inc()
 
     def _shadow(self, r: CollectorRegistry) -> None:
         """Shadow scoring with the canary version (``worker.shadow``)."""

@@ -91,6 +91,10 @@ class Scoring:
             return None
         outgoing, scored = self._outcomes(work.model, items)
         scored_items = [i for i in items if i.rejection is None]
+        self._metrics.observe_inputs(
+            [i.token_ids for i in scored_items],
+            [i.article.source for i in scored_items if i.article is not None],
+        )
         return Answered(work, outgoing, scored, batch_context(work, items), scored_items)
 
     def _put(self, answered: Answered | _End) -> None:

@@ -228,6 +228,22 @@ def test_a_worker_shadow_scores_with_the_canary_and_the_monitor_sees_the_disagre
     assert all(r["labels"] == [] for r in shadowed.snapshot())
     assert worker.metric("shadow_articles_total") == 300
     assert worker.metric("shadow_agreements_total") == 0
+    assert worker.metric("articles_by_source_total", source="unknown") == 300  # input drift
+    assert worker.metric("tokens_total") > 0
     for label in LABELS:
         assert worker.metric("shadow_label_flips_total", label=label) == 300
     assert monitor.agreement.share(v1, v2) == (0.0, 300)
+
+
+def test_input_drift_counts_tokens_unknown_tokens_and_a_bounded_set_of_sources() -> None:
+    metrics = Metrics()
+    metrics.observe_inputs([(5, 1, 1, 7), (1,), tuple(range(2, 302))], ["reuters", "ap", "ap"])
+    metrics.observe_inputs([(3,)] * 60, [f"feed-{i}" for i in range(60)])
+    assert value(metrics, "tokens_total") == 4 + 1 + 300 + 60
+    assert value(metrics, "unknown_tokens_total") == 3
+    assert value(metrics, "article_tokens_count") == 63
+    assert value(metrics, "article_tokens_bucket", le="8.0") == 62
+    assert value(metrics, "articles_by_source_total", source="ap") == 2
+    assert value(metrics, "articles_by_source_total", source="feed-47") == 1  # 50 named...
+    assert value(metrics, "articles_by_source_total", source="feed-48") == 0
+    assert value(metrics, "articles_by_source_total", source="other") == 12  # ...then other
