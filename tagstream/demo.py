@@ -7,7 +7,12 @@
 4. the Reuters test split streamed into the input topic at ``--rate``; halfway, the other half
    of the seed corpus goes to the labelled topic, the trainer retrains and promotes, and the
    workers hot-swap;
-5. a live view; at the end, micro-F1 per model version, sample predictions, where the logs and
+5. beside them: shadow scoring with the ``canary`` alias in the workers, the live-quality
+   monitor (gold labels of the streamed articles go to a topic of their own, so the trainer
+   never learns from the test split) and a real Prometheus scraping all of them, with the
+   project's alert rules loaded;
+6. a live view; at the end, micro-F1 per model version, live quality, agreement and drift as
+   the monitor and the workers measured them, sample predictions, where the logs and
    metrics are; then everything stops, the stack too (also on Ctrl+C).
 
 Every run uses its own topics, consumer group and registry namespace (``demo-<run>``), so
@@ -45,7 +50,7 @@ from model.artifact import Artifact
 from model.registry import Registry
 from model.settings import RegistrySettings
 from schemas import LabelledArticle
-from tagstream import feed
+from tagstream import feed, prometheus
 from tagstream.stack import LocalStack, StackSettings, StackState
 from tagstream.supervisor import Supervisor
 from tagstream.tally import Snapshot, Tally, micro_f1_by_version
@@ -76,6 +81,8 @@ class DemoRun:
             "output": f"{prefix}.predictions",
             "dlq": f"{prefix}.dlq",
             "labelled": f"{prefix}.labelled",
+            "gold": f"{prefix}.gold",
+            "shadow": f"{prefix}.shadow",
         }
 
     @property
@@ -126,6 +133,8 @@ def run_demo(rate: float, limit: int | None, console: Console) -> None:
                 run.topics["output"]: 4,
                 run.topics["dlq"]: 1,
                 run.topics["labelled"]: 1,
+                run.topics["gold"]: 1,
+                run.topics["shadow"]: 4,
             },
         )
         datasets = reuters_datasets(SEED_FRACTION)
@@ -185,7 +194,8 @@ def _initial_model_path() -> Path:
 
 def _start_services(run: DemoRun, supervisor: Supervisor, feedback_size: int) -> dict[str, int]:
     tagstream = [sys.executable, "-m", "tagstream"]
-    ports = {"trainer": _free_port()} | {f"worker-{i}": _free_port() for i in range(WORKERS)}
+    ports = {"trainer": _free_port(), "monitor": _free_port()}
+    ports |= {f"worker-{i}": _free_port() for i in range(WORKERS)}
     supervisor.start(
         "trainer",
         [*tagstream, "trainer", "serve"],
@@ -210,8 +220,30 @@ def _start_services(run: DemoRun, supervisor: Supervisor, feedback_size: int) ->
                 TAGSTREAM_WORKER_GROUP_ID=run.group_id,
                 TAGSTREAM_WORKER_WORKER_ID=f"worker-{i}",
                 TAGSTREAM_WORKER_METRICS_PORT=str(ports[f"worker-{i}"]),
+                TAGSTREAM_WORKER_SHADOW_ALIAS="canary",
+                TAGSTREAM_WORKER_SHADOW_TOPIC=run.topics["shadow"],
             ),
         )
+    supervisor.start(
+        "monitor",
+        [*tagstream, "monitor", "run"],
+        run.env(
+            TAGSTREAM_MONITOR_PREDICTIONS_TOPIC=run.topics["output"],
+            TAGSTREAM_MONITOR_LABELLED_TOPIC=run.topics["gold"],
+            TAGSTREAM_MONITOR_SHADOW_TOPIC=run.topics["shadow"],
+            TAGSTREAM_MONITOR_START="beginning",
+            TAGSTREAM_MONITOR_METRICS_PORT=str(ports["monitor"]),
+        ),
+    )
+    ports["prometheus"] = _free_port()
+    config = prometheus.write_config(
+        run.directory / "prometheus", {name: port for name, port in ports.items()}
+    )
+    supervisor.start(
+        "prometheus",
+        prometheus.argv(config, ports["prometheus"], run.directory / "prometheus" / "data"),
+        run.env(),
+    )
     return ports
 
 
@@ -291,11 +323,14 @@ class _Producer(threading.Thread):
         self.waiting = False
 
     def _send(self, articles: list[LabelledArticle]) -> None:
+        """Each second's chunk to the input topic, then its gold labels to the monitor's topic
+        (as editors' labels arrive after the article; the trainer never sees these)."""
         for chunk in _chunks(articles, max(1, int(self.rate))):
             started = time.monotonic()
             self.sent += feed.produce(
                 self.kafka, self.demo.topics["input"], (feed.unlabelled(a) for a in chunk)
             )
+            feed.produce(self.kafka, self.demo.topics["gold"], chunk)
             time.sleep(max(0.0, 1.0 - (time.monotonic() - started)))
 
 
@@ -389,11 +424,76 @@ def _summary(
         f"predicted {snap.predicted} (duplicates {snap.duplicates}), dead letters "
         f"{snap.dead_letters}, of {len(test)} produced"
     )
+    _live_quality(console, ports)
     for name, port in ports.items():
+        path = "/graph" if name == "prometheus" else "/metrics"
         console.print(
-            f"{name}: metrics were at http://127.0.0.1:{port}/metrics, "
-            f"log {run.directory / (name + '.log')}"
+            f"{name}: was at http://127.0.0.1:{port}{path}, log {run.directory / (name + '.log')}"
         )
+
+
+def scrape(port: int) -> list[tuple[str, dict[str, str], float]]:
+    """Every sample a service's ``/metrics`` shows now (empty when it does not answer)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+            text = response.read().decode()
+    except OSError:
+        return []
+    return [
+        (sample.name, sample.labels, sample.value)
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    ]
+
+
+def _live_quality(console: Console, ports: dict[str, int]) -> None:
+    """The monitor's figures per version, the workers' shadow agreement and input drift, and
+    what Prometheus scraped."""
+    monitor: dict[str, dict[str, float]] = {}
+    for name, labels, value in scrape(ports["monitor"]):
+        if "version" in labels and "label" not in labels and "other" not in labels:
+            monitor.setdefault(labels["version"], {})[name] = value
+    table = Table(
+        "model version",
+        "labelled",
+        "live micro-F1",
+        "live macro-F1",
+        "output PSI",
+        title="live quality (tagstream monitor: gold labels joined with predictions)",
+    )
+    for version, figures in sorted(monitor.items(), key=lambda item: int(item[0])):
+        table.add_row(
+            version,
+            f"{figures.get('tagstream_monitor_window_articles', 0):.0f}",
+            f"{figures.get('tagstream_monitor_live_micro_f1', 0):.3f}",
+            f"{figures.get('tagstream_monitor_live_macro_f1', 0):.3f}",
+            f"{figures.get('tagstream_monitor_output_psi', float('nan')):.3f}",
+        )
+    console.print(table)
+    totals: dict[str, float] = {}
+    for name, port in ports.items():
+        if name.startswith("worker-"):
+            for metric, _, value in scrape(port):
+                totals[metric] = totals.get(metric, 0.0) + value
+    shadowed = totals.get("tagstream_worker_shadow_articles_total", 0.0)
+    agreed = totals.get("tagstream_worker_shadow_agreements_total", 0.0)
+    tokens = totals.get("tagstream_worker_tokens_total", 0.0)
+    unknown = totals.get("tagstream_worker_unknown_tokens_total", 0.0)
+    console.print(
+        f"shadow scoring (canary beside production): {shadowed:.0f} articles, "
+        + (f"{agreed / shadowed:.1%} with the same labels" if shadowed else "no canary was set")
+        + f"; input drift: {unknown / tokens if tokens else 0:.1%} of tokens unknown"
+    )
+    for metric, _, value in scrape(ports["monitor"]):
+        if metric == "tagstream_monitor_rollbacks_total" and value:
+            console.print(f"[yellow]the monitor rolled production back {value:.0f} time(s)")
+    up = prometheus.query(ports["prometheus"], "up")
+    firing = prometheus.query(ports["prometheus"], 'ALERTS{alertstate="firing"}')
+    console.print(
+        f"prometheus: {sum(1 for r in up if r['value'][1] == '1')}/{len(up)} targets up, "
+        f"{len(firing)} alert(s) firing"
+        + (": " + ", ".join(sorted({r["metric"]["alertname"] for r in firing})) if firing else "")
+    )
 
 
 def _stop_stack(stack: LocalStack, console: Console) -> None:
