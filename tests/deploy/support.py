@@ -42,6 +42,7 @@ SETTINGS_MODULES = (
     "model.settings",
     "worker.settings",
     "trainer.settings",
+    "monitor.settings",
 )
 """Modules holding the services' pydantic-settings classes; those that exist are imported."""
 
@@ -538,8 +539,19 @@ def worker_metric_names() -> set[str]:
     """Exposed sample names of the worker's metrics (``_total``, ``_bucket`` ... included)."""
     from worker.metrics import Metrics  # noqa: PLC0415 - prometheus-client only, no torch
 
+    return registry_metric_names(Metrics().registry)
+
+
+def monitor_metric_names() -> set[str]:
+    """Exposed sample names of the live-quality monitor's metrics."""
+    from monitor.service import MonitorMetrics  # noqa: PLC0415
+
+    return registry_metric_names(MonitorMetrics().registry)
+
+
+def registry_metric_names(registry: Any) -> set[str]:
     names: set[str] = set()
-    for family in Metrics().registry.collect():
+    for family in registry.collect():
         names.add(family.name)
         names |= {sample.name for sample in family.samples}
         if family.type == "counter":

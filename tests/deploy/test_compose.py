@@ -24,7 +24,8 @@ from tests.deploy.support import (
     yaml_document,
 )
 
-TAGSTREAM_SERVICES = ("first-model", "trainer", "worker", "gpu-worker", "produce")
+TAGSTREAM_SERVICES = ("first-model", "trainer", "worker", "gpu-worker", "produce", "monitor")
+BROKERS = ("kafka-1", "kafka-2", "kafka-3")
 
 
 def worker_settings(service: str, monkeypatch: pytest.MonkeyPatch) -> Any:
@@ -37,21 +38,50 @@ def trainer_settings(service: str, monkeypatch: pytest.MonkeyPatch) -> Any:
     return load_settings(cls, tagstream_env(compose_env(service)), monkeypatch)
 
 
-def test_kafka_is_the_official_apache_image_4x_in_kraft_mode() -> None:
-    kafka = compose_service("kafka")
-    image, _, tag = kafka["image"].partition(":")
-    assert image == "apache/kafka" and tag.split(".")[0] == "4"
-    env = kafka["environment"]
-    assert set(env["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
-    assert "ZOOKEEPER" not in " ".join(env)
+def test_kafka_is_three_official_apache_4x_nodes_in_one_kraft_quorum() -> None:
+    voters = set()
+    ids = set()
+    for broker in BROKERS:
+        kafka = compose_service(broker)
+        image, _, tag = kafka["image"].partition(":")
+        assert image == "apache/kafka" and tag.split(".")[0] == "4"
+        env = kafka["environment"]
+        assert set(env["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
+        assert "ZOOKEEPER" not in " ".join(env)
+        voters.add(env["KAFKA_CONTROLLER_QUORUM_VOTERS"])
+        ids.add(int(env["KAFKA_NODE_ID"]))
+    (quorum,) = voters  # every node names the same quorum...
+    assert {int(v.split("@")[0]) for v in quorum.split(",")} == ids == {1, 2, 3}  # ...of all
 
 
-def test_the_services_reach_kafka_on_an_advertised_listener() -> None:
-    advertised = compose_service("kafka")["environment"]["KAFKA_ADVERTISED_LISTENERS"]
-    addresses = {listener.split("://")[1] for listener in advertised.split(",")}
+def test_replication_survives_one_node_and_the_topics_step_matches_the_cluster() -> None:
+    for broker in BROKERS:
+        env = compose_service(broker)["environment"]
+        assert int(env["KAFKA_DEFAULT_REPLICATION_FACTOR"]) == 3
+        assert int(env["KAFKA_MIN_INSYNC_REPLICAS"]) == 2
+        assert int(env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"]) == 3
+        assert int(env["KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR"]) == 3
+        assert int(env["KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"]) == 2
+    topics = compose_service("topics")
+    assert int(topics["environment"]["REPLICATION_FACTOR"]) == 3
+    assert int(topics["environment"]["MIN_INSYNC_REPLICAS"]) == 2
+    script = " ".join(topics["command"])
+    assert '--replication-factor "$$REPLICATION_FACTOR"' in script
+    assert '--config min.insync.replicas="$$MIN_INSYNC_REPLICAS"' in script
+
+
+def test_the_services_reach_every_kafka_node_on_an_advertised_listener() -> None:
+    addresses = set()
+    for broker in BROKERS:
+        advertised = compose_service(broker)["environment"]["KAFKA_ADVERTISED_LISTENERS"]
+        addresses |= {listener.split("://")[1] for listener in advertised.split(",")}
     for service in TAGSTREAM_SERVICES:
-        assert compose_env(service)["TAGSTREAM_KAFKA_BOOTSTRAP"] in addresses, service
+        bootstrap = compose_env(service)["TAGSTREAM_KAFKA_BOOTSTRAP"].split(",")
+        assert set(bootstrap) <= addresses and len(bootstrap) == 3, service
         assert compose_env(service)["TAGSTREAM_REDIS_URL"].startswith("redis://redis:")
+        for broker in BROKERS:
+            condition = compose_service(service).get("depends_on", {}).get(broker, {})
+            assert condition.get("condition") == "service_healthy", (service, broker)
 
 
 def test_workers_scale_with_scale_worker_n() -> None:
@@ -68,7 +98,8 @@ def test_the_topics_step_creates_every_topic_the_services_use(
 ) -> None:
     """Kafka here does not create topics on first use, so the init step must."""
     topics = compose_service("topics")
-    assert compose_service("kafka")["environment"]["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
+    for broker in BROKERS:
+        assert compose_service(broker)["environment"]["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
     created = topic_partitions(topics["environment"]["TOPICS"])
     worker = worker_settings("worker", monkeypatch)
     trainer = trainer_settings("trainer", monkeypatch)
@@ -129,8 +160,12 @@ def test_kafka_redis_and_the_training_store_keep_their_data_in_volumes(
         pairs = (v.split(":")[:2] for v in compose_service(service)["volumes"])
         return {target: source for source, target in pairs}
 
-    kafka_dir = compose_service("kafka")["environment"]["KAFKA_LOG_DIRS"]
-    assert mounts("kafka")[kafka_dir] in volumes
+    data = set()
+    for broker in BROKERS:
+        kafka_dir = compose_service(broker)["environment"]["KAFKA_LOG_DIRS"]
+        assert mounts(broker)[kafka_dir] in volumes
+        data.add(mounts(broker)[kafka_dir])
+    assert len(data) == 3  # a volume each
     assert mounts("redis")["/data"] in volumes
     assert "--appendonly" in compose_service("redis")["command"]
     for service in ("trainer", "first-model"):

@@ -10,6 +10,7 @@ from typing import Any
 from tests.deploy.support import (
     GRAFANA,
     PROMETHEUS,
+    monitor_metric_names,
     promql_metrics,
     trainer_metric_names,
     worker_metric_names,
@@ -46,7 +47,7 @@ def test_every_metric_the_dashboard_queries_is_exported_by_the_worker() -> None:
 
 
 def test_every_metric_an_alert_queries_is_exported() -> None:
-    exported = worker_metric_names() | trainer_metric_names() | BUILT_IN
+    exported = worker_metric_names() | trainer_metric_names() | monitor_metric_names() | BUILT_IN
     rules = [r for g in yaml_document(PROMETHEUS / "alerts.yml")["groups"] for r in g["rules"]]
     assert rules
     for rule in rules:

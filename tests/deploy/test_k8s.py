@@ -123,6 +123,31 @@ def test_the_topic_job_creates_every_topic_the_services_use(worker: Any, trainer
     assert {"configMapRef": {"name": "tagstream-topics"}} in create["envFrom"]
 
 
+def test_the_topic_job_replicates_to_survive_one_broker_and_sets_min_insync() -> None:
+    data = k8s_object("ConfigMap", "tagstream-topics")["data"]
+    replicas, in_sync = int(data["REPLICATION_FACTOR"]), int(data["MIN_INSYNC_REPLICAS"])
+    assert replicas >= 3 and in_sync == replicas - 1
+    job = k8s_object("Job", "tagstream-topics")["spec"]["template"]["spec"]
+    script = " ".join(job["containers"][0]["args"])
+    assert '--config min.insync.replicas="$MIN_INSYNC_REPLICAS"' in script
+
+
+def test_the_monitor_runs_once_with_probes_and_scraping_on_its_metrics_port(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monitor = settings(
+        "monitor.settings", "MonitorSettings", "tagstream-monitor", "monitor", monkeypatch
+    )
+    deployment = k8s_object("Deployment", "tagstream-monitor")
+    assert deployment["spec"]["replicas"] == 1  # its figures are per process
+    spec = container("tagstream-monitor", "monitor")
+    assert monitor.metrics_host == "0.0.0.0"
+    assert port_number(spec["livenessProbe"]["httpGet"]["port"], spec) == monitor.metrics_port
+    assert spec["livenessProbe"]["httpGet"]["path"] in health_routes()
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(monitor.metrics_port)
+
+
 def test_the_trainer_store_lives_on_its_persistent_volume_claim(trainer: Any) -> None:
     deployment = k8s_object("Deployment", TRAINER)["spec"]
     assert deployment["replicas"] == 1 and deployment["strategy"]["type"] == "Recreate"

@@ -37,7 +37,7 @@ def mentioned_variables() -> dict[str, set[str]]:
 
 def test_the_settings_classes_of_every_service_are_found() -> None:
     prefixes = {name.split("_")[1] for name in settings_variables()}
-    assert {"KAFKA", "REDIS", "STACK", "REGISTRY", "WORKER", "TRAINER"} <= prefixes
+    assert {"KAFKA", "REDIS", "STACK", "REGISTRY", "WORKER", "TRAINER", "MONITOR"} <= prefixes
 
 
 def test_an_unknown_variable_or_prefix_is_reported() -> None:
