@@ -3,6 +3,7 @@ that passes every integrity check is promoted, scored on the live stream, and ro
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -16,7 +17,7 @@ from model.toy import synthetic_articles
 from monitor.service import Monitor
 from monitor.settings import MonitorSettings
 from schemas import Article, LabelledArticle
-from tests.monitor.support import with_thresholds
+from tests.monitor.support import PRIORS, with_thresholds
 from tests.worker.harness import LABELS, InProcess, get
 from tests.worker.kafka_tools import produce, wait_until
 
@@ -102,6 +103,15 @@ def test_a_bad_version_that_passes_every_check_is_rolled_back_on_live_quality(
         assert status == 200
         assert "tagstream_monitor_rollbacks_total 1.0" in metrics
         assert f'tagstream_monitor_live_micro_f1{{version="{v1}"}}' in metrics
+        # Output drift: v1 labels all three alike, against priors of 0.7 / 0.2 / 0.1.
+        even = 1 / 3
+        expected = sum((even - q) * math.log(even / q) for q in PRIORS.values())
+        (psi,) = [
+            float(line.split()[-1])
+            for line in metrics.splitlines()
+            if line.startswith(f'tagstream_monitor_output_psi{{version="{v1}"}}')
+        ]
+        assert psi == pytest.approx(expected, rel=1e-3)
         # It acts once: v2 promoted again by hand stays.
         registry.promote(v2)
         feed(kafka_settings, t, 300, 50)
