@@ -118,3 +118,15 @@ def test_retention_keeps_the_version_a_rollback_would_restore(
         assert old in registry.versions()
         assert registry.rollback() == old
         assert registry.fetch(old)
+
+
+@pytest.mark.integration
+def test_a_non_integer_alias_value_is_left_out_and_resolving_it_says_why(
+    registry: Registry, manifest: ModelManifest
+) -> None:
+    version = registry.publish(b"x" * 10, manifest)
+    registry.promote(version, "canary")
+    registry.client.hset(registry.keys.aliases, "production", "7b")
+    assert registry.aliases() == {"canary": version}
+    with pytest.raises(ModelError, match="holds '7b', not a version"):
+        registry.resolve("production")
