@@ -246,9 +246,10 @@ class Swapper:
         self._refused[version] = error
         self._metrics.model_refusals.inc()
         log.error(
-            "model version refused, the current one keeps serving until the next promote",
+            "model version refused, the current one keeps serving",
             refused_version=version,
             model_version=self._slot.version,
             attempts=failures,
             error=error,
+            retried_on="the next promote of this version",
         )
