@@ -11,13 +11,13 @@ import pytest
 import redis
 import torch
 
-from common.settings import RedisSettings
+from common.settings import KafkaSettings, RedisSettings
 from model.registry import Registry
 from model.settings import RegistrySettings
 from model.toy import toy_artifact
 from tests.registry.support import RedisServer, poll_until
 from worker import swap as swap_module
-from worker.app import model_behind
+from worker.app import Worker, model_behind
 from worker.inference import Model
 from worker.metrics import Metrics
 from worker.models import RegistryModels
@@ -227,6 +227,9 @@ def test_serving_another_version_than_the_alias_too_long_fails_readiness(
     assert f"serving model {first}, but production has pointed at {second}" in reason
     assert "refused until the next promote" in reason
     assert node.value("model_behind_alias_seconds") >= 0.5
+    worker = Worker(node.settings, KafkaSettings(), RedisSettings(), RegistrySettings())
+    worker.slot, worker.swapper = node.slot, node.swapper
+    assert worker.ready() == (False, reason)  # what /readyz answers
     time.sleep(0.3)  # the warning is one line per episode, not one per check
     assert logged.events.count("model behind alias") == 1
     registry.rollback()

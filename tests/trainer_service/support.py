@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import redis
 
 from common.settings import KafkaSettings, RedisSettings
 from model.artifact import Artifact
@@ -17,6 +18,7 @@ from model.settings import RegistrySettings
 from model.toy import toy_artifact
 from schemas import LabelledArticle
 from trainer import service as service_module
+from trainer.lock import TrainingLock
 from trainer.service import Datasets, TrainerService
 from trainer.settings import TrainerSettings
 
@@ -72,3 +74,11 @@ def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> No
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
         time.sleep(0.02)
+
+
+def stall(lock: TrainingLock, client: redis.Redis, key: str) -> None:
+    """What a frozen process does: no more renewals, until its lock's TTL has run out."""
+    lock._stop.set()
+    assert lock._renewer is not None
+    lock._renewer.join()
+    wait_until(lambda: not client.exists(key), 10, "the stalled lock to expire")

@@ -15,6 +15,7 @@ from tests.trainer_service.support import (
     planted_scores,
     publish,
     scored_artifact,
+    stall,
 )
 from trainer.errors import LockLostError
 from trainer.lock import TrainingLock, training_lock
@@ -125,12 +126,13 @@ def test_a_trainer_whose_lock_was_taken_over_publishes_nothing(
     planted_scores(monkeypatch)
     service = gate_service(tmp_path, redis_settings)
     namespace = redis_settings.namespace
-    stale = TrainingLock(redis_client, namespace, ttl_s=5)
+    stale = TrainingLock(redis_client, namespace, ttl_s=1.5)
     assert stale.acquire()
     with open_registry(tmp_path, redis_settings) as registry:
         baseline = service.production_baseline(registry, service.datasets)
-        stale.release()  # its TTL ran out while it stalled, and another trainer took it:
-        with (
+        assert stale.still_held()  # the check before publishing passes; then it stalls
+        stall(stale, redis_client, f"{namespace}:trainer:lock")
+        with (  # another trainer took the lock meanwhile
             training_lock(redis_client, namespace, ttl_s=5),
             pytest.raises(LockLostError, match="fenced off"),
         ):

@@ -12,7 +12,7 @@ import redis
 from common.settings import RedisSettings
 from model.errors import FencedError
 from tests.registry.support import make_manifest
-from tests.trainer_service.support import open_registry, wait_until
+from tests.trainer_service.support import open_registry, stall
 from trainer.errors import LockLostError
 from trainer.lock import TrainingLock, training_lock
 
@@ -30,14 +30,6 @@ def test_the_holder_renews_the_lock_past_its_ttl(redis_client) -> None:
     with training_lock(redis_client, "ns", ttl_s=0.6) as lock:
         time.sleep(1.5)  # several TTLs: only renewal can keep it
         assert lock.still_held()
-
-
-def stall(lock: TrainingLock, client: redis.Redis, key: str) -> None:
-    """What a frozen process does: no more renewals, until its lock's TTL has run out."""
-    lock._stop.set()
-    assert lock._renewer is not None
-    lock._renewer.join()
-    wait_until(lambda: not client.exists(key), 10, "the stalled lock to expire")
 
 
 def test_an_expired_holder_cannot_release_its_successor(redis_client) -> None:
