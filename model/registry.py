@@ -509,7 +509,7 @@ class Registry:
         check_alias(alias)
         with redis_errors(f"reading the history of {alias}"):
             raw = cast(list[bytes], self.client.lrange(self.keys.history(alias), 0, -1))
-        return [int(value) for value in raw]
+        return [int(value) for value in raw if value.isdigit()]  # rollback skips the rest too
 
     def promote(
         self,

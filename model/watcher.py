@@ -93,6 +93,7 @@ class AliasWatcher:
         self._known: dict[str, int] = dict(known) if known is not None else {}
         self._serials: dict[str, int] | None = None
         self._malformed: dict[str, str] = {}
+        self._check_error: str | None = None
         self._baseline_given = known is not None
         self._stop = threading.Event()
         self._pubsub: PubSub | None = None
@@ -156,10 +157,7 @@ class AliasWatcher:
             if self._stop.is_set():
                 break
             if hinted or time.monotonic() >= next_poll:
-                try:
-                    self._check()
-                except Exception as exc:  # whatever Redis holds, the watcher keeps watching
-                    log.exception("alias watcher check failed", error=str(exc))
+                self._checked()
                 next_poll = time.monotonic() + self._interval
 
     def _wait(self, timeout_s: float) -> bool:
@@ -181,6 +179,19 @@ class AliasWatcher:
             return False
         self._pubsub_broken = False
         return hinted
+
+    def _checked(self) -> None:
+        """:meth:`_check`, where an unexpected error is logged (once until a reading works
+        again) and the next tick tries again: whatever Redis holds, the watcher keeps on."""
+        try:
+            self._check()
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            if error != self._check_error:
+                log.exception("alias watcher check failed", error=error)
+            self._check_error = error
+            return
+        self._check_error = None
 
     def _check(self) -> None:
         self._ensure_subscribed()

@@ -219,3 +219,28 @@ def test_a_watcher_started_from_a_known_version_reports_a_change_that_came_befor
     changes, record = recorder()
     with AliasWatcher(registry, record, pubsub=True, poll_interval_s=60, known={"production": old}):
         assert changes.get(timeout=5)[0] == AliasChange("production", new, old)
+
+
+@pytest.mark.integration
+def test_an_unexpected_error_in_a_reading_is_logged_once_and_watching_goes_on(
+    registry: Registry, manifest: ModelManifest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    logged = EventLog()
+    monkeypatch.setattr(watcher_module, "log", logged)
+    version = registry.publish(os.urandom(100), manifest)
+    changes, record = recorder()
+    with AliasWatcher(registry, record, pubsub=False, poll_interval_s=0.05) as watcher:
+        real, failures = registry.alias_state, []
+
+        def failing_a_while() -> object:
+            if len(failures) < 5:
+                failures.append(1)
+                raise TypeError("a reply of an unexpected shape")
+            return real()
+
+        monkeypatch.setattr(registry, "alias_state", failing_a_while)
+        registry.promote(version)
+        assert changes.get(timeout=5)[0] == AliasChange("production", version, None)
+        assert watcher.running
+    assert len(failures) == 5
+    assert logged.events.count("alias watcher check failed") == 1
