@@ -3,7 +3,10 @@ alias's last versions (no slow decay), and promotes only over the version it mea
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -17,6 +20,7 @@ from tests.trainer_service.support import (
     scored_artifact,
     stall,
 )
+from trainer import service as service_module
 from trainer.errors import LockLostError
 from trainer.lock import TrainingLock, training_lock
 from trainer.service import Baseline, best_scores, passes_gate
@@ -137,4 +141,47 @@ def test_a_trainer_whose_lock_was_taken_over_publishes_nothing(
             pytest.raises(LockLostError, match="fenced off"),
         ):
             service.publish(registry, scored_artifact(0.9, 0.5), 0.9, stale.fence(), baseline)
+        assert registry.versions() == [] and registry.aliases() == {}
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("checked_in_time", [False, True], ids=["check-sees-it", "race-window"])
+def test_a_cycle_whose_trainer_stalled_past_its_lock_ttl_publishes_and_promotes_nothing(
+    tmp_path: Path,
+    redis_settings: RedisSettings,
+    redis_client: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+    checked_in_time: bool,
+) -> None:
+    """Training stalls until the lock expired and another trainer took it. Either the lock
+    check before publishing sees it, or (``race-window``: the check ran just before the lock
+    expired) the registry refuses the stale token: nothing is published or promoted."""
+    planted_scores(monkeypatch)
+    service = gate_service(tmp_path, redis_settings, lock_ttl_s=1.5)
+    namespace = redis_settings.namespace
+    held: list[TrainingLock] = []
+    successor = TrainingLock(redis_client, namespace, ttl_s=30)
+    real_training_lock = service_module.training_lock
+
+    @contextmanager
+    def recorded(*args: Any, **kwargs: Any) -> Iterator[TrainingLock]:
+        with real_training_lock(*args, **kwargs) as lock:
+            held.append(lock)
+            if checked_in_time:
+                monkeypatch.setattr(lock, "still_held", lambda: True)
+            yield lock
+
+    def stalled_training(*args: object, **kwargs: object) -> tuple[object, None]:
+        stall(held[0], redis_client, f"{namespace}:trainer:lock")
+        assert successor.acquire()
+        return scored_artifact(0.9, 0.5), None
+
+    monkeypatch.setattr(service_module, "training_lock", recorded)
+    monkeypatch.setattr(service_module, "train_model", stalled_training)
+    try:
+        with pytest.raises(LockLostError, match="fenced off" if checked_in_time else "expired"):
+            service.cycle()
+    finally:
+        successor.release()
+    with open_registry(tmp_path, redis_settings) as registry:
         assert registry.versions() == [] and registry.aliases() == {}
