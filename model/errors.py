@@ -3,6 +3,8 @@
 TagstreamError          (common.errors)
 └── ModelError          anything about a model
     ├── ArtifactError   bytes that are malformed or fail their sha256; never retriable
+    ├── FencedError     a publish or promote carried a stale trainer-lock token; refused
+    ├── AliasMovedError a promote expected another holder of the alias; refused
     └── RegistryError   the Redis registry could not be read or written; retriable
 """
 
@@ -25,3 +27,15 @@ class RegistryError(ModelError):
     """The model registry could not be reached or answered something unexpected."""
 
     retriable = True
+
+
+class FencedError(ModelError):
+    """A publish or promote carried a trainer-lock token that is no longer current."""
+
+    retriable = False
+
+
+class AliasMovedError(ModelError):
+    """A compare-and-set promote found the alias holding another version than expected."""
+
+    retriable = False

@@ -9,13 +9,22 @@ Keys, all under ``{namespace}:model:`` (``RedisSettings.namespace``)::
     staging:{v}           hash  like artifact:{v}, while the upload runs; carries a TTL that
                           every chunk renews, so an abandoned upload vanishes on its own
     aliases               hash  alias -> version (``production``, ``canary``)
+    alias-serials         hash  alias -> count of promotes and rollbacks, so a watcher sees an
+                          alias re-set to the version it already held
     history:{alias}       list  previous holders, newest first, for rollback
     alias-changes         pub/sub channel announcing every alias change (JSON)
+    fence                 string  highest trainer-lock fencing token a publish or promote used
 
 Publication is atomic: chunks go to ``staging:{v}``; one Lua script checks they are all
 there, renames the hash to ``artifact:{v}``, drops its TTL and adds the manifest, so
 readers see either nothing or the whole version. Promote, rollback and retention are Lua
 scripts too, so an alias can never point at a version retention is deleting.
+
+Fencing: a publish or promote may carry a :class:`Fence` (the trainer lock's key and token).
+The script then refuses (:class:`FencedError`) unless the lock still holds that token and no
+higher token was used before; without a fence (a person at the CLI) nothing is checked. A
+promote may also name the holder it expects (``expected_current``) and is refused
+(:class:`AliasMovedError`) when the alias has moved meanwhile, e.g. by a manual rollback.
 
 Artifacts are opaque bytes here; :meth:`Registry.fetch` checks their size and sha256 against
 the manifest before returning them, and nothing is ever unpickled.
@@ -35,7 +44,7 @@ from pydantic import ValidationError
 
 from common.logging import get_logger
 from common.settings import RedisSettings
-from model.errors import ArtifactError, ModelError, RegistryError
+from model.errors import AliasMovedError, ArtifactError, FencedError, ModelError, RegistryError
 from model.settings import RegistrySettings
 from schemas.manifest import ModelManifest
 
@@ -44,8 +53,28 @@ ALIASES: tuple[Alias, ...] = get_args(Alias)
 
 log = get_logger("model.registry")
 
-COMMIT_SCRIPT = """
--- KEYS: staging, artifact, manifests   ARGV: version, manifest JSON, chunk count
+FENCE_CHECK = """
+-- fence(high_key, lock_key, token): nil when allowed; an error text otherwise.
+-- An empty token means no fence (a person at the CLI): nothing is checked or recorded.
+local function fence(high_key, lock_key, token)
+  if token == '' then return nil end
+  local held = redis.call('GET', lock_key)
+  if not held or string.match(held, ':(%d+)$') ~= token then
+    return 'FENCED the training lock is not held with token ' .. token .. ' any more'
+  end
+  local high = tonumber(redis.call('GET', high_key) or '0')
+  if tonumber(token) < high then
+    return 'FENCED token ' .. token .. ' is older than token ' .. high .. ', already used'
+  end
+  redis.call('SET', high_key, token)
+  return nil
+end
+"""
+
+COMMIT_SCRIPT = (
+    FENCE_CHECK
+    + """
+-- KEYS: staging, artifact, manifests, fence, lock   ARGV: version, manifest, chunk count, token
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return redis.error_reply('STAGING_GONE upload expired or never started')
 end
@@ -55,36 +84,48 @@ end
 if redis.call('HEXISTS', KEYS[3], ARGV[1]) == 1 then
   return redis.error_reply('VERSION_TAKEN version already published')
 end
+local refused = fence(KEYS[4], KEYS[5], ARGV[4])
+if refused then return redis.error_reply(refused) end
 redis.call('RENAME', KEYS[1], KEYS[2])
 redis.call('PERSIST', KEYS[2])
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
 return 1
 """
+)
 
-PROMOTE_SCRIPT = """
--- KEYS: aliases, history, manifests   ARGV: alias, version, history length, channel
+PROMOTE_SCRIPT = (
+    FENCE_CHECK
+    + """
+-- KEYS: aliases, history, manifests, serials, fence, lock
+-- ARGV: alias, version, history length, channel, token, expected ('' any, 'unset', a version)
 if redis.call('HEXISTS', KEYS[3], ARGV[2]) == 0 then
   return redis.error_reply('NO_VERSION version is not published')
 end
 local current = redis.call('HGET', KEYS[1], ARGV[1])
-if current == ARGV[2] then
-  return current
+if ARGV[6] ~= '' and (current or 'unset') ~= ARGV[6] then
+  return redis.error_reply('ALIAS_MOVED alias holds ' .. (current or 'nothing') ..
+    ', not the expected ' .. ARGV[6])
 end
-if current then
+local refused = fence(KEYS[5], KEYS[6], ARGV[5])
+if refused then return redis.error_reply(refused) end
+if current and current ~= ARGV[2] then
   redis.call('LPUSH', KEYS[2], current)
   redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[3]) - 1)
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HINCRBY', KEYS[4], ARGV[1], 1)
 redis.call('PUBLISH', ARGV[4], cjson.encode({action = 'promote', alias = ARGV[1],
   version = tonumber(ARGV[2]), previous = current and tonumber(current) or cjson.null}))
 return current
 """
+)
 
 ROLLBACK_SCRIPT = """
--- KEYS: aliases, history, manifests   ARGV: alias, channel, expected holder ('' for any)
+-- KEYS: aliases, history, manifests, serials   ARGV: alias, channel, expected holder ('' any)
 local current = redis.call('HGET', KEYS[1], ARGV[1])
-if ARGV[3] ~= '' and current ~= ARGV[3] then
-  return redis.error_reply('STALE the alias is no longer at version ' .. ARGV[3])
+if ARGV[3] ~= '' and (current or 'unset') ~= ARGV[3] then
+  return redis.error_reply('ALIAS_MOVED alias holds ' .. (current or 'nothing') ..
+    ', not the expected ' .. ARGV[3])
 end
 while true do
   local previous = redis.call('LPOP', KEYS[2])
@@ -93,6 +134,7 @@ while true do
   end
   if previous ~= current and redis.call('HEXISTS', KEYS[3], previous) == 1 then
     redis.call('HSET', KEYS[1], ARGV[1], previous)
+    redis.call('HINCRBY', KEYS[4], ARGV[1], 1)
     redis.call('PUBLISH', ARGV[2], cjson.encode({action = 'rollback', alias = ARGV[1],
       version = tonumber(previous), previous = current and tonumber(current) or cjson.null}))
     return previous
@@ -123,6 +165,32 @@ return deleted
 
 
 @dataclass(frozen=True)
+class Fence:
+    """The trainer lock a publish or promote claims to hold: its key and fencing token."""
+
+    lock_key: str
+    token: int
+
+
+@dataclass(frozen=True)
+class AliasState:
+    """One reading of the aliases: versions, change serials, and values that are not versions."""
+
+    versions: dict[str, int]
+    serials: dict[str, int]
+    malformed: dict[str, str]
+
+
+SCRIPT_ERRORS: dict[str, type[ModelError]] = {
+    "NO_VERSION": ModelError,
+    "NO_HISTORY": ModelError,
+    "FENCED": FencedError,
+    "ALIAS_MOVED": AliasMovedError,
+}
+"""Error replies of the scripts that are answers, not outages: the exception each becomes."""
+
+
+@dataclass(frozen=True)
 class RegistryKeys:
     """The Redis key names of one namespace."""
 
@@ -142,6 +210,14 @@ class RegistryKeys:
     @property
     def aliases(self) -> str:
         return self.key("aliases")
+
+    @property
+    def serials(self) -> str:
+        return self.key("alias-serials")
+
+    @property
+    def fence(self) -> str:
+        return self.key("fence")
 
     @property
     def channel(self) -> str:
@@ -173,6 +249,42 @@ def redis_errors(action: str) -> Iterator[None]:
 def script_error(exc: redis.ResponseError, code: str) -> bool:
     """Whether ``exc`` is the error reply ``code`` raised by one of the registry's scripts."""
     return str(exc).startswith(code)
+
+
+@contextmanager
+def script_answers(action: str) -> Iterator[None]:
+    """Like :func:`redis_errors`, but a script's refusal (``SCRIPT_ERRORS``) becomes the
+    matching non-retriable error, with the script's reason."""
+    try:
+        with redis_errors(action):
+            yield
+    except RegistryError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, redis.ResponseError):
+            for code, kind in SCRIPT_ERRORS.items():
+                if script_error(cause, code):
+                    raise kind(f"{action}: {str(cause).split(' ', 1)[1]}") from cause
+        raise
+
+
+def fence_args(keys: RegistryKeys, fence: Fence | None) -> tuple[str, str]:
+    """(lock key, token) for a script; no fence is an empty token (the script checks nothing)."""
+    if fence is None:
+        return keys.fence, ""
+    return fence.lock_key, str(fence.token)
+
+
+def parse_aliases(raw: dict[bytes, bytes]) -> tuple[dict[str, int], dict[str, str]]:
+    """(alias -> version, alias -> raw value that is not a version number)."""
+    versions: dict[str, int] = {}
+    malformed: dict[str, str] = {}
+    for name, value in raw.items():
+        text = value.decode(errors="replace")
+        if text.isascii() and text.isdigit():
+            versions[name.decode(errors="replace")] = int(text)
+        else:
+            malformed[name.decode(errors="replace")] = text
+    return versions, malformed
 
 
 def split_chunks(data: bytes, chunk_bytes: int) -> Iterator[bytes]:
@@ -220,23 +332,28 @@ class Upload:
         self._size += len(chunk)
         self._chunks += 1
 
-    def commit(self, manifest: ModelManifest) -> ModelManifest:
-        """Publish the staged chunks with ``manifest`` (version, sha256 and size filled in)."""
+    def commit(self, manifest: ModelManifest, fence: Fence | None = None) -> ModelManifest:
+        """Publish the staged chunks with ``manifest`` (version, sha256 and size filled in);
+        with ``fence``, only while that trainer lock token is current (else FencedError)."""
         if self._size == 0:
             raise ArtifactError(f"version {self.version}: refusing to publish an empty artifact")
         stored = stamped(manifest, self.version, self._digest.hexdigest(), self._size)
         keys = self._keys
+        lock_key, token = fence_args(keys, fence)
         try:
-            with redis_errors(f"publishing version {self.version}"):
+            with script_answers(f"publishing version {self.version}"):
                 self._client.eval(
                     COMMIT_SCRIPT,
-                    3,
+                    5,
                     keys.staging(self.version),
                     keys.artifact(self.version),
                     keys.manifests,
+                    keys.fence,
+                    lock_key,
                     self.version,
                     stored.model_dump_json(),
                     self._chunks,
+                    token,
                 )
         except RegistryError as exc:
             cause = exc.__cause__
@@ -292,14 +409,19 @@ class Registry:
             version = int(self.client.incr(self.keys.next_version))
         return Upload(self.client, self.keys, version, self.settings.staging_ttl_s)
 
-    def publish(self, artifact_bytes: bytes, manifest: ModelManifest) -> int:
-        """Store ``artifact_bytes`` with ``manifest`` as a new version and return its number."""
+    def publish(
+        self, artifact_bytes: bytes, manifest: ModelManifest, *, fence: Fence | None = None
+    ) -> int:
+        """Store ``artifact_bytes`` with ``manifest`` as a new version and return its number.
+
+        ``fence``: the trainer lock this publisher holds; refused (:class:`FencedError`) when it
+        is not current. None (the CLI, a person) publishes unfenced."""
         if not artifact_bytes:
             raise ArtifactError("refusing to publish an empty artifact")
         upload = self.begin_upload()
         for chunk in split_chunks(artifact_bytes, self.settings.chunk_bytes):
             upload.write(chunk)
-        stored = upload.commit(manifest)
+        stored = upload.commit(manifest, fence)
         log.info(
             "model published",
             version=stored.version,
@@ -353,10 +475,26 @@ class Registry:
     # -- aliases -----------------------------------------------------------------------
 
     def aliases(self) -> dict[str, int]:
-        """Which version each alias points at (unset aliases are absent)."""
+        """Which version each alias points at (unset aliases are absent).
+
+        A value that is not a version number (written by hand, say) is logged and left out."""
         with redis_errors("reading aliases"):
             raw = cast(dict[bytes, bytes], self.client.hgetall(self.keys.aliases))
-        return {name.decode(): int(value) for name, value in raw.items()}
+        versions, malformed = parse_aliases(raw)
+        for alias, value in malformed.items():
+            log.warning("alias value malformed", alias=alias, value=value[:100])
+        return versions
+
+    def alias_state(self) -> AliasState:
+        """Versions, change serials and malformed values of the aliases, read atomically."""
+        with redis_errors("reading aliases"):
+            pipe = self.client.pipeline(transaction=True)
+            pipe.hgetall(self.keys.aliases)
+            pipe.hgetall(self.keys.serials)
+            raw, serials = cast(tuple[dict[bytes, bytes], dict[bytes, bytes]], pipe.execute())
+        versions, malformed = parse_aliases(raw)
+        counts, _ = parse_aliases(serials)
+        return AliasState(versions, counts, malformed)
 
     def resolve(self, alias: str) -> int:
         """The version ``alias`` points at; :class:`ModelError` if it is unset."""
@@ -365,25 +503,46 @@ class Registry:
             raw = cast(bytes | None, self.client.hget(self.keys.aliases, alias))
         if raw is None:
             raise ModelError(f"alias {alias!r} does not point at any model yet")
-        return int(raw)
+        versions, malformed = parse_aliases({alias.encode(): raw})
+        if malformed:
+            raise ModelError(f"alias {alias!r} holds {malformed[alias][:100]!r}, not a version")
+        return versions[alias]
 
     def history(self, alias: str) -> list[int]:
         """Earlier holders of ``alias``, newest first (what :meth:`rollback` walks back to)."""
         check_alias(alias)
         with redis_errors(f"reading the history of {alias}"):
             raw = cast(list[bytes], self.client.lrange(self.keys.history(alias), 0, -1))
-        return [int(value) for value in raw]
+        return [int(value) for value in raw if value.isdigit()]  # rollback skips the rest too
 
-    def promote(self, version: int, alias: str = "production") -> int | None:
-        """Point ``alias`` at ``version``, remember the previous holder, announce the change."""
+    def promote(
+        self,
+        version: int,
+        alias: str = "production",
+        *,
+        fence: Fence | None = None,
+        expected_current: int | Literal["unset"] | None = None,
+    ) -> int | None:
+        """Point ``alias`` at ``version``, remember the previous holder, announce the change.
+
+        Re-setting the holder changes nothing but is announced (a worker that refused the
+        version tries it again). ``fence``: as in :meth:`publish`. ``expected_current``: the
+        version (or ``"unset"``) the caller saw there; if the alias holds anything else now,
+        :class:`AliasMovedError` and nothing changes. None: whatever it holds.
+        """
         check_alias(alias)
+        lock_key, token = fence_args(self.keys, fence)
+        expected = "" if expected_current is None else str(expected_current)
         previous = self._run_alias_script(
             PROMOTE_SCRIPT,
             f"promoting version {version} to {alias}",
             alias,
+            (self.keys.fence, lock_key),
             version,
             self.settings.history_length,
             self.keys.channel,
+            token,
+            expected,
         )
         log.info("model promoted", alias=alias, version=version, previous=previous)
         return previous
@@ -392,12 +551,14 @@ class Registry:
         """Point ``alias`` back at its previous holder and return that version.
 
         With ``expect``, only while the alias still points at that version (compare-and-set):
-        an automatic rollback never undoes a promote that landed after its verdict."""
+        otherwise :class:`AliasMovedError` and nothing changes, so an automatic rollback
+        never undoes a promote that landed after its verdict."""
         check_alias(alias)
         restored = self._run_alias_script(
             ROLLBACK_SCRIPT,
             f"rolling back {alias}",
             alias,
+            (),
             self.keys.channel,
             "" if expect is None else str(expect),
         )
@@ -405,21 +566,22 @@ class Registry:
         log.info("model rolled back", alias=alias, version=restored)
         return restored
 
-    def _run_alias_script(self, script: str, action: str, alias: str, *args: Any) -> int | None:
-        keys = (self.keys.aliases, self.keys.history(alias), self.keys.manifests)
-        try:
-            with redis_errors(action):
-                raw = self.client.eval(script, len(keys), *keys, alias, *args)
-        except RegistryError as exc:
-            cause = exc.__cause__
-            if isinstance(cause, redis.ResponseError) and (
-                script_error(cause, "NO_VERSION")
-                or script_error(cause, "NO_HISTORY")
-                or script_error(cause, "STALE")
-            ):
-                raise ModelError(f"{action}: {str(cause).split(' ', 1)[1]}") from cause
-            raise
-        return None if raw is None else int(cast(bytes, raw))
+    def _run_alias_script(
+        self, script: str, action: str, alias: str, extra_keys: tuple[str, ...], *args: Any
+    ) -> int | None:
+        keys = (
+            self.keys.aliases,
+            self.keys.history(alias),
+            self.keys.manifests,
+            self.keys.serials,
+            *extra_keys,
+        )
+        with script_answers(action):
+            raw = self.client.eval(script, len(keys), *keys, alias, *args)
+        if raw is None:
+            return None
+        versions, _ = parse_aliases({b"previous": cast(bytes, raw)})
+        return versions.get("previous")  # a malformed previous holder is no version
 
     # -- retention ---------------------------------------------------------------------
 

@@ -5,13 +5,19 @@ One loop, two ways to wake it::
     pub/sub on:   listen on the alias-changes channel (in slices of WAKE_S)
     pub/sub off:  sleep (in slices of WAKE_S)
     on a message, or poll_interval_s after the last reading:
-                  re-read the aliases hash and report every alias whose version differs
+                  re-read the aliases (and their change serials) and report every alias
+                  whose version differs, or that was re-set to the version it held
 
 The aliases hash is the truth and a message only a hint, so a message lost across a
-reconnect costs at most one poll interval. Redis errors are retried on the next tick and
-logged once per outage (a warning when Redis stops answering, ``alias_watcher_recovered``
-when it answers again); the watcher keeps the last versions it saw. The thread looks at its
-stop flag every ``WAKE_S``, so ``stop()`` returns promptly whatever the poll interval.
+reconnect costs at most one poll interval. Given ``known`` (the versions the caller already
+acts on, e.g. the model a worker loaded), the first reading happens at once and is compared
+with it, so a change that landed before the watcher started is reported too. An alias whose
+value is not a version number is logged (once per value) and keeps its last known version;
+an unexpected error in a reading is logged and the next tick reads again. Redis errors are
+retried on the next tick and logged once per outage (a warning when Redis stops answering,
+``alias_watcher_recovered`` when it answers again); the watcher keeps the last versions it
+saw. The thread looks at its stop flag every ``WAKE_S``, so ``stop()`` returns promptly
+whatever the poll interval.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from redis.client import PubSub
 
 from common.logging import get_logger
 from model.errors import RegistryError
-from model.registry import Registry
+from model.registry import AliasState, Registry
 
 log = get_logger("model.watcher")
 
@@ -47,13 +53,24 @@ class AliasChange:
     previous: int | None
 
 
-def diff_aliases(before: Mapping[str, int], after: Mapping[str, int]) -> list[AliasChange]:
-    """One change per alias whose version differs between the two readings."""
+def diff_aliases(
+    before: Mapping[str, int],
+    after: Mapping[str, int],
+    serials_before: Mapping[str, int] | None = None,
+    serials_after: Mapping[str, int] | None = None,
+) -> list[AliasChange]:
+    """One change per alias whose version differs between the two readings, or whose change
+    serial moved while the version stayed (a re-set: ``version == previous``)."""
     names = sorted(set(before) | set(after))
     return [
         AliasChange(name, after.get(name), before.get(name))
         for name in names
         if before.get(name) != after.get(name)
+        or (
+            serials_before is not None
+            and serials_after is not None
+            and serials_before.get(name) != serials_after.get(name)
+        )
     ]
 
 
@@ -74,6 +91,9 @@ class AliasWatcher:
         self._use_pubsub = registry.settings.pubsub if pubsub is None else pubsub
         self._interval = poll_interval_s or registry.settings.poll_interval_s
         self._known: dict[str, int] = dict(known) if known is not None else {}
+        self._serials: dict[str, int] | None = None
+        self._malformed: dict[str, str] = {}
+        self._check_error: str | None = None
         self._baseline_given = known is not None
         self._stop = threading.Event()
         self._pubsub: PubSub | None = None
@@ -82,9 +102,12 @@ class AliasWatcher:
         self._thread = threading.Thread(target=self._run, name="alias-watcher", daemon=True)
 
     def start(self) -> Self:
-        """Take the current aliases as the baseline, subscribe, and start the thread."""
+        """Take the current aliases as the baseline (unless ``known`` was given: then the
+        thread compares them with it at once), subscribe, and start the thread."""
         if not self._baseline_given:
-            self._known = self._read() or {}
+            state = self._read()
+            if state is not None:
+                self._known, self._serials = self._versions(state), dict(state.serials)
         if self._use_pubsub:
             self._subscribe()
         self._thread.start()
@@ -128,13 +151,13 @@ class AliasWatcher:
             self._failed("alias watcher subscribe failed", exc)
 
     def _run(self) -> None:
-        next_poll = time.monotonic() + self._interval
+        next_poll = time.monotonic() + (0.0 if self._baseline_given else self._interval)
         while not self._stop.is_set():
             hinted = self._wait(min(WAKE_S, max(0.0, next_poll - time.monotonic())))
             if self._stop.is_set():
                 break
             if hinted or time.monotonic() >= next_poll:
-                self._check()
+                self._checked()
                 next_poll = time.monotonic() + self._interval
 
     def _wait(self, timeout_s: float) -> bool:
@@ -157,26 +180,55 @@ class AliasWatcher:
         self._pubsub_broken = False
         return hinted
 
+    def _checked(self) -> None:
+        """:meth:`_check`, where an unexpected error is logged (once until a reading works
+        again) and the next tick tries again: whatever Redis holds, the watcher keeps on."""
+        try:
+            self._check()
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            if error != self._check_error:
+                log.exception("alias watcher check failed", error=error)
+            self._check_error = error
+            return
+        self._check_error = None
+
     def _check(self) -> None:
         self._ensure_subscribed()
-        current = self._read()
-        if current is None:
+        state = self._read()
+        if state is None:
             return
-        changes = diff_aliases(self._known, current)
-        self._known = current
+        current = self._versions(state)
+        changes = diff_aliases(self._known, current, self._serials, state.serials)
+        self._known, self._serials = current, dict(state.serials)
         for change in changes:
             self._notify(change)
 
-    def _read(self) -> dict[str, int] | None:
+    def _read(self) -> AliasState | None:
         try:
-            aliases = self._registry.aliases()
+            state = self._registry.alias_state()
         except RegistryError as exc:
             self._failed("alias watcher read failed", exc)
             return None
         if self._unreachable:
-            log.info("alias watcher recovered", aliases=aliases)
+            log.info("alias watcher recovered", aliases=state.versions)
         self._unreachable = False
-        return aliases
+        return state
+
+    def _versions(self, state: AliasState) -> dict[str, int]:
+        """The versions read, where a malformed alias keeps the version known before it."""
+        if state.malformed != self._malformed:
+            for alias, value in state.malformed.items():
+                if self._malformed.get(alias) != value:
+                    log.warning(
+                        "alias value malformed; keeping the last known version",
+                        alias=alias,
+                        value=value[:100],
+                        version=self._known.get(alias),
+                    )
+            self._malformed = dict(state.malformed)
+        kept = {alias: self._known[alias] for alias in state.malformed if alias in self._known}
+        return state.versions | kept
 
     def _failed(self, event: str, exc: Exception) -> None:
         """Warn on the first failure of an outage only: it retries every poll interval."""

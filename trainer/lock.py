@@ -5,6 +5,11 @@
 background thread renews the TTL while the holder works; ``still_held`` (checked right before
 publishing) and ``release`` compare the stored value atomically in Lua, so a trainer whose
 lock expired can neither publish nor release the lock of its successor.
+
+``still_held`` is advice; the guarantee is :meth:`TrainingLock.fence`, which the trainer hands
+to ``Registry.publish`` and ``Registry.promote``: their Lua scripts refuse the write unless the
+lock still holds this token and no higher token was used before, in the same atomic step as
+the write, so a trainer that stalls between the check and the write is refused too.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from contextlib import contextmanager
 
 import redis
 
+from model.registry import Fence
 from trainer.errors import LockLostError
 
 _RENEW = """
@@ -57,6 +63,10 @@ class TrainingLock:
         self._renewer = threading.Thread(target=self._renew_loop, name="lock-renew", daemon=True)
         self._renewer.start()
         return True
+
+    def fence(self) -> Fence:
+        """What the registry checks on a publish or promote made under this lock."""
+        return Fence(self._key, self.token)
 
     def still_held(self) -> bool:
         """Whether this trainer still holds the lock (checked in Redis, not from memory)."""

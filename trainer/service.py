@@ -5,8 +5,11 @@ durable :class:`~trainer.store.ExampleStore` and only then commits the offsets, 
 loses nothing and stores nothing twice. When a cycle is due (enough new examples, or the
 interval passed with at least one), a second thread trains under the Redis training lock on
 the seed corpus plus the feedback, scores candidate and production on the same fixed holdout,
-and publishes and promotes the candidate only if it is not worse than production by more
-than the margin. The consumer keeps polling while a cycle trains.
+and publishes and promotes the candidate only if it is not worse by more than the margin than
+the best of the alias's last ``gate_history`` versions (so quality cannot slide by the margin
+every cycle). Publish and promote carry the lock's fencing token, which the registry checks
+atomically, and the promote is a compare-and-set on the version the gate measured, so a
+manual rollback during the cycle stands. The consumer keeps polling while a cycle trains.
 
 The holdout and the seed come from the Reuters train split by a hash of the article id:
 hash bucket 0-9 is validation (``corpus.reuters``), 10-19 the holdout, 20-99 the seed pool.
@@ -17,10 +20,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import redis
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
@@ -34,12 +38,13 @@ from corpus.jsonl import read_jsonl
 from corpus.reuters import hash_bucket
 from messaging import Consumer, Record, RetriableError, TopicPartition
 from model.artifact import Artifact
-from model.registry import Registry
+from model.errors import AliasMovedError, FencedError, ModelError
+from model.registry import Fence, Registry
 from model.settings import RegistrySettings
 from schemas import LabelledArticle, SourceRef, decode_labelled_article
 from trainer.errors import LockLostError, TrainerError
 from trainer.evaluate import evaluate_artifact
-from trainer.lock import training_lock
+from trainer.lock import TrainingLock, training_lock
 from trainer.profiles import profile
 from trainer.settings import TrainerSettings
 from trainer.store import ExampleStore, StoredRecord
@@ -88,6 +93,28 @@ class CycleResult:
     seconds: float
     candidate_macro_f1: float = 0.0
     production_macro_f1: float | None = None
+    alias_moved: bool = False
+    """Published, but the alias moved during the cycle (a manual promote or rollback), so
+    the compare-and-set promote was refused and the operator's choice stands."""
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """What the gate compares a candidate with."""
+
+    current: int | None
+    """The version the alias held when measured: the promote's compare-and-set expects it."""
+    scores: tuple[float, float] | None
+    """Best micro-F1 and best macro-F1 over ``versions`` on the holdout (None: no model)."""
+    versions: tuple[int, ...] = ()
+
+
+def best_scores(scores: Iterable[tuple[float, float]]) -> tuple[float, float] | None:
+    """The best micro-F1 and the best macro-F1 among ``scores`` (None when empty)."""
+    measured = list(scores)
+    if not measured:
+        return None
+    return max(micro for micro, _ in measured), max(macro for _, macro in measured)
 
 
 def reuters_datasets(seed_fraction: float = 1.0) -> Datasets:
@@ -160,6 +187,7 @@ class TrainerService:
         self._last_loop: float | None = None
         self._consumer: Consumer | None = None
         self._cycle: threading.Thread | None = None
+        self._holdout_scores: dict[str, tuple[float, float]] = {}
         self.results: list[CycleResult] = []
 
     @property
@@ -255,13 +283,13 @@ class TrainerService:
             )
             registry = Registry.from_settings(self.redis_settings, self.registry_settings)
             stack.callback(registry.close)
-            result = self._train_and_gate(registry, lock.still_held, started)
+            result = self._train_and_gate(registry, lock, started)
         self._trained_sequence = sequence
         self._last_cycle = time.monotonic()
         return result
 
     def _train_and_gate(
-        self, registry: Registry, still_held: Callable[[], bool], started: float
+        self, registry: Registry, lock: TrainingLock, started: float
     ) -> CycleResult:
         data = self.datasets
         feedback = self._feedback(data)
@@ -271,16 +299,21 @@ class TrainerService:
             data.seed + feedback, data.validation, data.labels, settings, options
         )
         candidate_f1, candidate_macro = holdout_scores(artifact, data.holdout, data.labels)
-        production = self._production_f1(registry, data)
+        baseline = self.production_baseline(registry, data)
+        production = baseline.scores
         margin = self.settings.promotion_margin
         promote = passes_gate((candidate_f1, candidate_macro), production, margin)
         production_f1 = None if production is None else production[0]
         version = None
+        reason = _reason(promote, (candidate_f1, candidate_macro), baseline, margin)
+        moved = False
         if promote:
-            if not still_held():
+            if not lock.still_held():
                 raise LockLostError("the training lock expired during the cycle; not publishing")
-            version = self._publish(registry, artifact, candidate_f1)
-        reason = _reason(promote, (candidate_f1, candidate_macro), production, margin)
+            fence = lock.fence()
+            version, moved_reason = self.publish(registry, artifact, candidate_f1, fence, baseline)
+            if moved_reason is not None:
+                promote, moved, reason = False, True, moved_reason
         return CycleResult(
             promote,
             reason,
@@ -292,6 +325,7 @@ class TrainerService:
             time.monotonic() - started,
             candidate_macro,
             None if production is None else production[1],
+            moved,
         )
 
     def _feedback(self, data: Datasets) -> list[LabelledArticle]:
@@ -303,22 +337,61 @@ class TrainerService:
             if a.id not in excluded
         ]
 
-    def _production_f1(self, registry: Registry, data: Datasets) -> tuple[float, float] | None:
-        aliases = registry.aliases()
-        if self.settings.alias not in aliases:
-            return None
-        version = aliases[self.settings.alias]
-        manifest = registry.manifest(version)
-        artifact = Artifact.from_bytes(registry.fetch(version), manifest.artifact_sha256)
-        return holdout_scores(artifact, data.holdout, data.labels)
+    def production_baseline(self, registry: Registry, data: Datasets) -> Baseline:
+        """The alias's current version and the best holdout scores of it and the
+        ``gate_history - 1`` versions it held before (those retention has deleted, or that no
+        longer load, are left out with a warning; the current one must load)."""
+        alias = self.settings.alias
+        current = registry.aliases().get(alias)
+        if current is None:
+            return Baseline(None, None)
+        earlier = list(dict.fromkeys(v for v in registry.history(alias) if v != current))
+        measured = {current: self._scores_of(registry, current, data)}
+        for version in earlier[: self.settings.gate_history - 1]:
+            try:
+                measured[version] = self._scores_of(registry, version, data)
+            except ModelError as exc:
+                log.warning("gate leaves out an earlier version", version=version, error=str(exc))
+        return Baseline(current, best_scores(measured.values()), tuple(measured))
 
-    def _publish(self, registry: Registry, artifact: Artifact, holdout_f1: float) -> int:
+    def _scores_of(self, registry: Registry, version: int, data: Datasets) -> tuple[float, float]:
+        """Holdout (micro, macro) of a published version, measured once per artifact."""
+        manifest = registry.manifest(version)
+        digest = manifest.artifact_sha256 or ""
+        if digest not in self._holdout_scores:
+            artifact = Artifact.from_bytes(registry.fetch(version), digest)
+            self._holdout_scores[digest] = holdout_scores(artifact, data.holdout, data.labels)
+        return self._holdout_scores[digest]
+
+    def publish(
+        self,
+        registry: Registry,
+        artifact: Artifact,
+        holdout_f1: float,
+        fence: Fence,
+        baseline: Baseline,
+    ) -> tuple[int, str | None]:
+        """Publish and promote under ``fence``, the promote expecting ``baseline.current``.
+
+        Returns the version and, when the alias moved meanwhile, why it was not promoted. A
+        stale fence (the lock expired and another trainer took it) is a :class:`LockLostError`.
+        """
         manifest = artifact.manifest.model_copy(
             update={"metrics": {**artifact.manifest.metrics, "holdout_micro_f1": holdout_f1}}
         )
-        version = registry.publish(artifact.to_bytes(), manifest)
-        registry.promote(version, self.settings.alias)
-        return version
+        expected: int | Literal["unset"] = "unset" if baseline.current is None else baseline.current
+        try:
+            version = registry.publish(artifact.to_bytes(), manifest, fence=fence)
+            registry.promote(version, self.settings.alias, fence=fence, expected_current=expected)
+        except FencedError as exc:
+            raise LockLostError(f"fenced off by the registry: {exc}") from exc
+        except AliasMovedError as exc:
+            log.warning("promotion refused: the alias moved during the cycle", error=str(exc))
+            return version, (
+                f"published version {version} not promoted: {self.settings.alias} moved "
+                f"during the cycle ({exc})"
+            )
+        return version, None
 
     # --- running ---------------------------------------------------------------------------
 
@@ -420,7 +493,8 @@ class TrainerService:
 
 def record_cycle(result: CycleResult) -> None:
     """The one log line and the metrics of a finished cycle."""
-    CYCLES.labels("promoted" if result.promoted else "rejected").inc()
+    outcome = "promoted" if result.promoted else "rejected"
+    CYCLES.labels("alias_moved" if result.alias_moved else outcome).inc()
     CYCLE_SECONDS.observe(result.seconds)
     SCORE.labels("candidate").set(result.candidate_f1)
     if result.production_f1 is not None:
@@ -455,18 +529,19 @@ def passes_gate(
 
 
 def _reason(
-    promote: bool,
-    candidate: tuple[float, float],
-    production: tuple[float, float] | None,
-    margin: float,
+    promote: bool, candidate: tuple[float, float], baseline: Baseline, margin: float
 ) -> str:
-    """Why the gate decided: micro- and macro-F1 must both be within ``margin`` of production."""
+    """Why the gate decided: micro- and macro-F1 must both be within ``margin`` of the best of
+    the versions measured."""
+    production = baseline.scores
     if production is None:
         return "no production model yet"
     parts = []
     for name, mine, theirs in zip(("micro", "macro"), candidate, production, strict=True):
         relation = ">=" if mine >= theirs - margin else "<"
         parts.append(f"{name} {mine:.4f} {relation} production {theirs:.4f} - margin {margin}")
+    if len(baseline.versions) > 1:
+        parts.append(f"production = best of versions {', '.join(map(str, baseline.versions))}")
     return "candidate " + ", ".join(parts)
 
 

@@ -44,6 +44,11 @@ class TrainerSettings(BaseSettings):
     promotion_margin: float = Field(default=0.005, ge=0, le=1)
     """Promote when candidate micro-F1 >= production micro-F1 - margin on the holdout."""
 
+    gate_history: int = Field(default=3, ge=1, le=20)
+    """The candidate is compared with the best of the alias's current version and the
+    ``gate_history - 1`` versions it held before (on the same holdout), so quality cannot
+    fall by the margin every cycle. 1 compares with the current version only."""
+
     alias: Literal["production", "canary"] = "production"
     cycle_retry_initial_s: float = Field(default=1.0, gt=0)
     """After a failed cycle (Redis away, a training error), wait this long before the next try."""

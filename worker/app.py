@@ -40,7 +40,7 @@ from worker.shadow import ShadowSlot
 from worker.sink import open_sink
 from worker.source import open_source
 from worker.supervisor import supervise
-from worker.swap import ModelSlot, Swapper
+from worker.swap import ModelSlot, RetryPolicy, Swapper
 
 log = get_logger("worker.app")
 
@@ -94,6 +94,7 @@ class Worker:
         self.slot = ModelSlot(self.metrics)
         self.pipeline: Pipeline | None = None
         self.shadow_slot: ShadowSlot | None = None
+        self.swapper: Swapper | None = None
         self.health_port: int | None = None
         self.stopping = threading.Event()
         self.halt = threading.Event()
@@ -142,10 +143,20 @@ class Worker:
             return
         self.slot.install(model)
         if self.settings.hot_swap:
-            swapper = Swapper(self.slot, models.version, self.metrics)
+            swapper = self.swapper = Swapper(
+                self.slot,
+                models.version,
+                self.metrics,
+                retry=RetryPolicy(
+                    self.settings.model_load_attempts,
+                    self.settings.model_retry_initial_s,
+                    self.settings.model_retry_max_s,
+                ),
+                behind_after_s=self.settings.model_behind_alias_s,
+            )
             swapper.start()
             stack.callback(swapper.stop)
-            models.watch(swapper)
+            models.watch(swapper, model.version)
         check_topics(self.kafka, self.settings)
         shadow, shadow_sink = self._shadow(stack)
         sink = open_sink(self.kafka, self.settings, self.worker_id, self.halt)
@@ -213,6 +224,9 @@ class Worker:
         version = self.slot.version
         if version is None:
             return False, "no model loaded"
+        behind = model_behind(self.swapper, version, self.settings)
+        if behind is not None:
+            return False, behind
         pipeline = self.pipeline
         partitions = pipeline.tracker.partitions() if pipeline else set()
         if not partitions:
@@ -235,6 +249,21 @@ class Worker:
             "model_version": self.slot.version,
             "uptime_s": round(time.monotonic() - self._started, 1),
         }
+
+
+def model_behind(swapper: Swapper | None, version: int, settings: WorkerSettings) -> str | None:
+    """Why readiness fails because the model serving has not been the alias's for longer
+    than ``model_behind_alias_s``; None while it is, or not for that long."""
+    behind_s = swapper.behind_s() if swapper is not None else None
+    if swapper is None or behind_s is None or behind_s < settings.model_behind_alias_s:
+        return None
+    wanted = swapper.wanted
+    refusal = swapper.refusal(wanted) if wanted is not None else None
+    state = f"refused until the next promote: {refusal}" if refusal else "still failing to load"
+    return (
+        f"serving model {version}, but {settings.model_alias} has pointed at {wanted} for "
+        f"{behind_s:.0f} s ({state})"
+    )
 
 
 def check_topics(kafka: KafkaSettings, settings: WorkerSettings) -> None:

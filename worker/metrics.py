@@ -78,7 +78,18 @@ class Metrics:
         self.model_swaps = Counter(f"{PREFIX}_model_swaps", "Models swapped in", registry=r)
         self.model_refusals = Counter(
             f"{PREFIX}_model_refusals",
-            "New model versions refused (failed to load, verify or warm up)",
+            "New model versions refused until the next promote (integrity or format failure, "
+            "or transient failures past the retry limit)",
+            registry=r,
+        )
+        self.model_load_retries = Counter(
+            f"{PREFIX}_model_load_retries",
+            "New model versions tried again after a transient failure (Redis, memory)",
+            registry=r,
+        )
+        self.model_behind_alias_seconds = Gauge(
+            f"{PREFIX}_model_behind_alias_seconds",
+            "How long the model serving has not been the one the alias points at (0: it is)",
             registry=r,
         )
         self.commits = Counter(

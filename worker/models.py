@@ -32,7 +32,9 @@ class Models(Protocol):
 
     def version(self, version: int) -> Model: ...
 
-    def watch(self, swapper: Swapper) -> None: ...
+    def watch(self, swapper: Swapper, serving: int) -> None:
+        """Tell ``swapper`` about every change of the alias from ``serving`` (the version
+        loaded at start) on, including one that landed while that version loaded."""
 
     def close(self) -> None: ...
 
@@ -67,7 +69,7 @@ class RegistryModels:
             loaded.data, loaded.manifest.artifact_sha256, loaded.version, self._settings
         )
 
-    def watch(self, swapper: Swapper) -> None:
+    def watch(self, swapper: Swapper, serving: int) -> None:
         alias = self._settings.model_alias
 
         def on_change(change: AliasChange) -> None:
@@ -77,7 +79,8 @@ class RegistryModels:
                 )
                 swapper.want(change.version)
 
-        self._watcher = AliasWatcher(self._loader.registry, on_change).start()
+        watcher = AliasWatcher(self._loader.registry, on_change, known={alias: serving})
+        self._watcher = watcher.start()
 
     def watch_alias(self, alias: str, want: Callable[[int | None], None]) -> None:
         """Tell ``want`` the version ``alias`` points at now, then every change of it (None
@@ -116,7 +119,7 @@ class FileModels:
     def version(self, version: int) -> Model:
         raise NoModelError(f"serving {self._path}: there are no other versions")
 
-    def watch(self, swapper: Swapper) -> None:
+    def watch(self, swapper: Swapper, serving: int) -> None:
         """A file does not change its alias."""
 
     def close(self) -> None:

@@ -93,6 +93,15 @@ class WorkerSettings(BaseSettings):
     threads: int = Field(default=1, ge=1, le=256)
     include_scores: bool = False
     """Put every label's score in each prediction, not only the labels that passed."""
+    model_load_attempts: int = Field(default=5, ge=1, le=100)
+    """Hot swap: tries of a new version that fails for a transient reason (Redis timeout, out
+    of memory in warm-up) before it is refused until the next promote."""
+    model_retry_initial_s: float = Field(default=1.0, gt=0, le=600)
+    """Hot swap: wait before the second try; it doubles per failure up to ``model_retry_max_s``."""
+    model_retry_max_s: float = Field(default=30.0, gt=0, le=3600)
+    model_behind_alias_s: float = Field(default=300.0, gt=0)
+    """``/readyz`` fails (and one warning is logged) once the worker has served a version other
+    than the alias's for this long: the new version is refused, or still failing."""
 
     # -- shadow scoring ---------------------------------------------------------------------
     shadow_alias: Literal["canary"] | None = None
@@ -118,6 +127,8 @@ class WorkerSettings(BaseSettings):
             raise ValueError("revoke_timeout_s must be shorter than session_timeout_ms")
         if self.join_timeout_s * 1000 <= self.session_timeout_ms:
             raise ValueError("join_timeout_s must be longer than session_timeout_ms")
+        if self.model_retry_max_s < self.model_retry_initial_s:
+            raise ValueError("model_retry_max_s must be at least model_retry_initial_s")
         return self
 
     @property

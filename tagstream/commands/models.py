@@ -128,7 +128,10 @@ def promote(
     version: int = typer.Argument(..., help="Version number."),
     alias: AliasName = ALIAS_OPTION,
 ) -> None:
-    """Point an alias at a version; workers watching it swap models."""
+    """Point an alias at a version; workers watching it swap models.
+
+    Promoting the version the alias holds re-announces it: workers that refused it try again.
+    A promote from here carries no trainer-lock fencing token, so it needs no lock."""
     with open_registry() as registry:
         previous = registry.promote(version, alias.value)
     was = "unset" if previous is None else f"version {previous}"

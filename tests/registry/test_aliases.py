@@ -8,7 +8,7 @@ import pytest
 import redis
 
 from common.settings import RedisSettings
-from model.errors import ModelError
+from model.errors import AliasMovedError, ModelError
 from model.registry import Registry
 from model.settings import RegistrySettings
 from schemas.manifest import ModelManifest
@@ -52,7 +52,7 @@ def test_a_rollback_that_expects_a_holder_leaves_a_moved_alias_alone(
     registry.promote(first)
     registry.promote(second)  # judged bad by someone...
     registry.promote(third)  # ...while an operator promoted a fix
-    with pytest.raises(ModelError, match="no longer at version 2"):
+    with pytest.raises(AliasMovedError, match="not the expected 2"):
         registry.rollback(expect=second)
     assert registry.resolve("production") == third
     assert registry.history("production") == [second, first]  # nothing popped
@@ -132,3 +132,15 @@ def test_retention_keeps_the_version_a_rollback_would_restore(
         assert old in registry.versions()
         assert registry.rollback() == old
         assert registry.fetch(old)
+
+
+@pytest.mark.integration
+def test_a_non_integer_alias_value_is_left_out_and_resolving_it_says_why(
+    registry: Registry, manifest: ModelManifest
+) -> None:
+    version = registry.publish(b"x" * 10, manifest)
+    registry.promote(version, "canary")
+    registry.client.hset(registry.keys.aliases, "production", "7b")
+    assert registry.aliases() == {"canary": version}
+    with pytest.raises(ModelError, match="holds '7b', not a version"):
+        registry.resolve("production")

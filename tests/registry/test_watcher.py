@@ -167,3 +167,80 @@ def test_an_outage_is_logged_once_and_the_recovery_once(
         assert changes.get(timeout=5)[0] == AliasChange("production", version, None)
     assert logged.events.count("alias watcher read failed") == 1
     assert logged.events.count("alias watcher recovered") == 1
+
+
+@pytest.mark.integration
+def test_a_non_integer_alias_value_is_logged_and_watching_goes_on(
+    registry: Registry, manifest: ModelManifest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    logged = EventLog()
+    monkeypatch.setattr(watcher_module, "log", logged)
+    first, second = (registry.publish(os.urandom(100), manifest) for _ in range(2))
+    registry.promote(first)
+    changes, record = recorder()
+    with AliasWatcher(registry, record, pubsub=False, poll_interval_s=0.1) as watcher:
+        registry.client.hset(registry.keys.aliases, "production", "not-a-version")
+        wait_for_event(logged, "alias value malformed; keeping the last known version")
+        assert watcher.running
+        assert changes.empty()  # the last known version stands; nothing to swap to
+        registry.promote(second)
+        assert changes.get(timeout=5)[0] == AliasChange("production", second, first)
+    assert logged.events.count("alias value malformed; keeping the last known version") == 1
+
+
+def wait_for_event(logged: EventLog, event: str) -> None:
+    deadline = time.monotonic() + 5
+    while event not in logged.events and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert event in logged.events
+
+
+@pytest.mark.integration
+def test_an_alias_re_set_to_the_version_it_holds_is_reported(
+    registry: Registry, manifest: ModelManifest
+) -> None:
+    version = registry.publish(os.urandom(100), manifest)
+    registry.promote(version)
+    changes, record = recorder()
+    with AliasWatcher(registry, record, pubsub=False, poll_interval_s=0.1):
+        registry.promote(version)
+        assert changes.get(timeout=5)[0] == AliasChange("production", version, version)
+    assert registry.history("production") == []  # a re-set is no new holder to roll back from
+
+
+@pytest.mark.integration
+def test_a_watcher_started_from_a_known_version_reports_a_change_that_came_before(
+    registry: Registry, manifest: ModelManifest
+) -> None:
+    """The caller loaded ``old``; the alias moved to ``new`` before the watcher started."""
+    old, new = (registry.publish(os.urandom(100), manifest) for _ in range(2))
+    registry.promote(old)
+    registry.promote(new)
+    changes, record = recorder()
+    with AliasWatcher(registry, record, pubsub=True, poll_interval_s=60, known={"production": old}):
+        assert changes.get(timeout=5)[0] == AliasChange("production", new, old)
+
+
+@pytest.mark.integration
+def test_an_unexpected_error_in_a_reading_is_logged_once_and_watching_goes_on(
+    registry: Registry, manifest: ModelManifest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    logged = EventLog()
+    monkeypatch.setattr(watcher_module, "log", logged)
+    version = registry.publish(os.urandom(100), manifest)
+    changes, record = recorder()
+    with AliasWatcher(registry, record, pubsub=False, poll_interval_s=0.05) as watcher:
+        real, failures = registry.alias_state, []
+
+        def failing_a_while() -> object:
+            if len(failures) < 5:
+                failures.append(1)
+                raise TypeError("a reply of an unexpected shape")
+            return real()
+
+        monkeypatch.setattr(registry, "alias_state", failing_a_while)
+        registry.promote(version)
+        assert changes.get(timeout=5)[0] == AliasChange("production", version, None)
+        assert watcher.running
+    assert len(failures) == 5
+    assert logged.events.count("alias watcher check failed") == 1

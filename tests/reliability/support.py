@@ -260,7 +260,12 @@ def stored_ids(store: Path) -> list[str]:
     if not store.exists():
         return []
     with closing(sqlite3.connect(store)) as db:
-        return [row[0] for row in db.execute("SELECT article_id FROM examples")]
+        try:
+            return [row[0] for row in db.execute("SELECT article_id FROM examples")]
+        except sqlite3.OperationalError as exc:  # the trainer has created the file, not yet
+            if "no such table" in str(exc):  # its schema: nothing stored yet
+                return []
+            raise
 
 
 # -- producing at a steady rate ---------------------------------------------------------------

@@ -80,8 +80,8 @@ class PoisonedModels:
     def version(self, version: int) -> Model:
         return PoisonedModel(self._inner.version(version), self.calls)  # type: ignore[return-value]
 
-    def watch(self, swapper: Swapper) -> None:
-        self._inner.watch(swapper)
+    def watch(self, swapper: Swapper, serving: int) -> None:
+        self._inner.watch(swapper, serving)
 
     def close(self) -> None:
         self._inner.close()

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from model.errors import ModelError
+from model.errors import ArtifactError, ModelError
 from tests.worker.fakes import POISON, FakeModel, FakeSink, FakeSource, article
 from worker import models
 from worker.inference import Scorer
@@ -24,7 +24,7 @@ from worker.metrics import Metrics
 from worker.offsets import TopicPartition
 from worker.pipeline import Pipeline
 from worker.settings import WorkerSettings
-from worker.swap import ModelSlot, Swapper
+from worker.swap import ModelSlot, RetryPolicy, Swapper
 
 TOPIC = "articles"
 P0, P1 = TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)
@@ -271,7 +271,7 @@ def test_a_new_model_takes_over_between_batches_with_nothing_lost_or_repeated() 
 
 class Broken(FakeModel):
     def warm_up(self) -> None:
-        raise RuntimeError("weights do not fit the network")
+        raise ArtifactError("weights do not fit the network")
 
 
 def test_a_broken_new_version_is_refused_and_the_old_one_keeps_serving() -> None:
@@ -284,6 +284,32 @@ def test_a_broken_new_version_is_refused_and_the_old_one_keeps_serving() -> None
     assert swapper.refused() == {4}
     assert metrics.registry.get_sample_value("tagstream_worker_model_refusals_total") == 1
     assert metrics.registry.get_sample_value("tagstream_worker_model_version") == 3
+
+
+class ShortOfMemory(FakeModel):
+    def warm_up(self) -> None:
+        raise MemoryError("cannot allocate the LSTM's weights")
+
+
+def test_a_version_failing_for_a_transient_reason_is_refused_only_after_the_last_attempt() -> None:
+    metrics = Metrics()
+    slot = ModelSlot(metrics)
+    slot.install(FakeModel(version=3))
+    swapper = Swapper(slot, ShortOfMemory, metrics, retry=RetryPolicy(3, 0.01, 0.02))
+    swapper.start()
+    try:
+        swapper.want(4)
+        wait_until(lambda: swapper.refused() == {4}, timeout_s=5)
+        assert metrics.registry.get_sample_value("tagstream_worker_model_load_retries_total") == 2
+        assert metrics.registry.get_sample_value("tagstream_worker_model_refusals_total") == 1
+        assert slot.version == 3
+        swapper.want(4)  # promoted again: tried again
+        wait_until(
+            lambda: metrics.registry.get_sample_value("tagstream_worker_model_refusals_total") == 2,
+            timeout_s=5,
+        )
+    finally:
+        swapper.stop()
 
 
 def test_the_swapper_thread_loads_the_version_it_is_told_about() -> None:
