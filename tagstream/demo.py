@@ -5,8 +5,9 @@
    published and promoted to ``production``;
 3. the trainer service and two worker processes;
 4. the Reuters test split streamed into the input topic at ``--rate``; halfway, the other half
-   of the seed corpus goes to the labelled topic, the trainer retrains and promotes, and the
-   workers hot-swap;
+   of the seed corpus goes to the labelled topic, the trainer retrains, the new version serves
+   as the canary for ``CANARY_S`` (the workers shadow-score it), is promoted, and the workers
+   hot-swap;
 5. beside them: shadow scoring with the ``canary`` alias in the workers, the live-quality
    monitor (gold labels of the streamed articles go to a topic of their own, so the trainer
    never learns from the test split) and a real Prometheus scraping all of them, with the
@@ -59,6 +60,8 @@ from trainer.service import Datasets, reuters_datasets
 from trainer.train import RunOptions, train_model
 
 SEED_FRACTION = 0.5
+CANARY_S = 20.0
+"""How long a retrained version serves as the canary (shadow-scored) before production."""
 WORKERS = 2
 PROFILE_OVERRIDES = {"max_epochs": 4, "max_seconds": 900.0}
 """The fast profile bounded by epochs, not seconds: a busy machine must not cut training short
@@ -207,6 +210,7 @@ def _start_services(run: DemoRun, supervisor: Supervisor, feedback_size: int) ->
             TAGSTREAM_TRAINER_RETRAIN_MIN_EXAMPLES=str(feedback_size),
             TAGSTREAM_TRAINER_METRICS_PORT=str(ports["trainer"]),
             TAGSTREAM_TRAINER_PROFILE_OVERRIDES=json.dumps(PROFILE_OVERRIDES),
+            TAGSTREAM_TRAINER_CANARY_S=str(CANARY_S),
         ),
     )
     for i in range(WORKERS):

@@ -187,6 +187,8 @@ class TrainerService:
         self._last_loop: float | None = None
         self._consumer: Consumer | None = None
         self._cycle: threading.Thread | None = None
+        self._stopping = threading.Event()
+        """Set by :meth:`run` when the service stops: ends a canary stage early."""
         self._holdout_scores: dict[str, tuple[float, float]] = {}
         self.results: list[CycleResult] = []
 
@@ -382,6 +384,7 @@ class TrainerService:
         expected: int | Literal["unset"] = "unset" if baseline.current is None else baseline.current
         try:
             version = registry.publish(artifact.to_bytes(), manifest, fence=fence)
+            self._canary_stage(registry, version, fence)
             registry.promote(version, self.settings.alias, fence=fence, expected_current=expected)
         except FencedError as exc:
             raise LockLostError(f"fenced off by the registry: {exc}") from exc
@@ -393,10 +396,21 @@ class TrainerService:
             )
         return version, None
 
+    def _canary_stage(self, registry: Registry, version: int, fence: Fence) -> None:
+        """Serve ``version`` as the canary for ``canary_s`` before it goes to production
+        (workers shadow-score it meanwhile); the wait ends early when the service stops."""
+        if self.settings.canary_s <= 0 or self.settings.alias != "production":
+            return
+        registry.promote(version, "canary", fence=fence)
+        log.info("Canary stage started.", version=version, seconds=self.settings.canary_s)
+        self._stopping.wait(self.settings.canary_s)
+        log.info("Canary stage over.", version=version)
+
     # --- running ---------------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
         """Consume and retrain until ``stop`` is set; a running cycle finishes first."""
+        self._stopping = stop
         with ExitStack() as stack:
             if self.settings.metrics_port:
                 health = HealthServer(

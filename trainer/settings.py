@@ -50,6 +50,10 @@ class TrainerSettings(BaseSettings):
     fall by the margin every cycle. 1 compares with the current version only."""
 
     alias: Literal["production", "canary"] = "production"
+    canary_s: float = Field(default=0.0, ge=0, le=86_400)
+    """With ``alias`` production: a version that passed the gate serves as ``canary`` for this
+    long first (workers with ``TAGSTREAM_WORKER_SHADOW_ALIAS=canary`` shadow-score it and the
+    monitor compares it with production), then is promoted. 0 promotes at once."""
     cycle_retry_initial_s: float = Field(default=1.0, gt=0)
     """After a failed cycle (Redis away, a training error), wait this long before the next try."""
 

@@ -3,6 +3,8 @@ alias's last versions (no slow decay), and promotes only over the version it mea
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -185,3 +187,52 @@ def test_a_cycle_whose_trainer_stalled_past_its_lock_ttl_publishes_and_promotes_
         successor.release()
     with open_registry(tmp_path, redis_settings) as registry:
         assert registry.versions() == [] and registry.aliases() == {}
+
+
+@pytest.mark.integration
+def test_a_version_that_passes_the_gate_serves_as_canary_first_then_goes_to_production(
+    tmp_path: Path,
+    redis_settings: RedisSettings,
+    redis_client: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    planted_scores(monkeypatch)
+    service = gate_service(tmp_path, redis_settings, canary_s=1.5)
+    with (
+        open_registry(tmp_path, redis_settings) as registry,
+        training_lock(redis_client, redis_settings.namespace, ttl_s=5) as lock,
+    ):
+        old = publish(registry, scored_artifact(0.8, 0.4))
+        registry.promote(old)
+        baseline = service.production_baseline(registry, service.datasets)
+        seen: list[dict[str, int]] = []
+        done = threading.Event()
+
+        def watch() -> None:
+            while not done.is_set():
+                seen.append(registry.aliases())
+                time.sleep(0.05)
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        version, why_not = service.publish(
+            registry, scored_artifact(0.9, 0.5, seed=3), 0.9, lock.fence(), baseline
+        )
+        done.set()
+        watcher.join()
+        seen.append(registry.aliases())
+    assert why_not is None
+    assert registry_state_before_and_after(seen, old, version), seen
+
+
+def registry_state_before_and_after(seen: list[dict[str, int]], old: int, new: int) -> bool:
+    """The aliases went production=old -> canary=new beside production=old (for a while) ->
+    production=new, in that order."""
+    stages = [
+        {"production": old},
+        {"production": old, "canary": new},
+        {"production": new, "canary": new},
+    ]
+    order = [stages.index(state) for state in seen if state in stages]
+    canary_readings = order.count(1)
+    return order == sorted(order) and canary_readings >= 10 and order[-1] == 2
