@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from common.lifeline import ORPHANED_EXIT_CODE, end_with_this_process
 from tests.worker.harness import env_for
 from tests.worker.kafka_tools import WorkerProcess, wait_until
 
@@ -162,3 +163,18 @@ def test_workers_end_when_their_supervisor_is_killed_with_sigkill(
     )
     supervisor.kill()
     assert_all_gone(pids)
+
+
+def test_a_child_whose_parent_is_gone_before_it_asks_for_the_signal_exits_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The fork race: the parent died before the child's prctl, so no signal would come.
+    Seen from the child, that is a parent pid other than the one that forked it."""
+    monkeypatch.setattr(os, "getpid", lambda: 1)  # the parent as the child would see it gone
+    tie = end_with_this_process()
+    monkeypatch.undo()
+    child = subprocess.Popen(["sleep", "600"], preexec_fn=tie)  # noqa: PLW1509
+    try:
+        assert child.wait(timeout=30) == ORPHANED_EXIT_CODE
+    finally:
+        child.kill()
