@@ -92,6 +92,13 @@ class Identity(NamedTuple):
             return None
         return cls(int(fields[22 - 3]), tuple(raw.decode(errors="replace").split("\0")[:-1]))
 
+    @classmethod
+    def started(cls, pid: int, command: list[str]) -> Identity | None:
+        """The child ``pid`` just started with ``command`` (as given, not as it may have
+        retitled itself since)."""
+        now = cls.of(pid)
+        return None if now is None else cls(now.start_ticks, tuple(command))
+
     @property
     def program(self) -> str:
         return Path(self.cmdline[0].split(" ")[0]).name if self.cmdline else ""
@@ -182,6 +189,7 @@ class LocalStack:
         its user (the demo), not for ``tagstream stack up``."""
         self.settings = settings or StackSettings()
         self.end_with_this_process = end_with_this_process
+        self._spawned: dict[int, Identity] = {}
         self.dir = self.settings.stack_dir
         self.state_file = self.dir / "state.json"
 
@@ -350,7 +358,11 @@ class LocalStack:
 
     def _spawn(self, command: list[str], log: Path) -> int:
         tie = end_with_this_process() if self.end_with_this_process else None
-        return _spawn(command, log, tie)
+        pid = _spawn(command, log, tie)
+        identity = Identity.started(pid, command)
+        if identity is not None:
+            self._spawned[pid] = identity
+        return pid
 
     def _read_state(self) -> StackState | None:
         try:
@@ -370,10 +382,10 @@ class LocalStack:
         return state
 
     def _write_state(self, state: StackState) -> None:
-        """Write ``state``, recording the identity of each pid new to it."""
+        """Write ``state`` with the identity of each pid this object started."""
         started = {}
         for pid in map(str, state.pids.values()):
-            identity = state.started.get(pid) or Identity.of(int(pid))
+            identity = state.started.get(pid) or self._spawned.get(int(pid))
             if identity is not None:
                 started[pid] = identity
         state = StackState(**{**asdict(state), "started": started})
