@@ -14,7 +14,12 @@
    project's alert rules loaded;
 6. a live view; at the end, micro-F1 per model version, live quality, agreement and drift as
    the monitor and the workers measured them, sample predictions, where the logs and
-   metrics are; then everything stops, the stack too (also on Ctrl+C).
+   metrics are; then everything stops (also on Ctrl+C or SIGTERM), the stack too when this
+   demo started it: a stack that was already running (``make stack-up``) is left running.
+
+The trainer, the workers, the monitor, Prometheus and a stack the demo started never outlive
+it: killed with SIGKILL, the demo cannot stop them itself, and the kernel sends each of them
+SIGTERM instead (``common.lifeline``).
 
 Every run uses its own topics, consumer group and registry namespace (``demo-<run>``), so
 runs never see each other's data.
@@ -53,7 +58,7 @@ from model.settings import RegistrySettings
 from schemas import LabelledArticle
 from tagstream import feed, prometheus
 from tagstream.stack import LocalStack, StackSettings, StackState
-from tagstream.supervisor import Supervisor
+from tagstream.supervisor import Supervisor, sigterm_raises
 from tagstream.tally import Snapshot, Tally, micro_f1_by_version
 from trainer.profiles import profile
 from trainer.service import Datasets, reuters_datasets
@@ -114,11 +119,13 @@ class DemoRun:
 def run_demo(rate: float, limit: int | None, console: Console) -> None:
     """Run the demo described in the module docstring."""
     configure("WARNING")  # the live view speaks for this process; services log to files
-    stack = LocalStack(StackSettings())
+    stack = LocalStack(StackSettings(), end_with_this_process=True)
     with ExitStack() as cleanup:
+        cleanup.enter_context(sigterm_raises())
         console.rule("[bold]tagstream demo")
-        state, _ = stack.up()
-        cleanup.callback(_stop_stack, stack, console)
+        state, started = stack.up()
+        if started:
+            cleanup.callback(_stop_stack, stack, console)
         corpus.fetch()
         run = DemoRun(
             uuid.uuid4().hex[:6], cache_dir() / "demo" / time.strftime("%Y%m%d-%H%M%S"), state
@@ -143,6 +150,7 @@ def run_demo(rate: float, limit: int | None, console: Console) -> None:
         datasets = reuters_datasets(SEED_FRACTION)
         _publish_first_model(run, datasets, console)
         feedback = _feedback_articles(datasets)
+        cleanup.callback(console.print, "stopped the workers and the trainer")
         supervisor = cleanup.enter_context(Supervisor(run.directory))
         ports = _start_services(run, supervisor, len(feedback))
         tally = Tally(
@@ -502,7 +510,7 @@ def _live_quality(console: Console, ports: dict[str, int]) -> None:
 
 def _stop_stack(stack: LocalStack, console: Console) -> None:
     stack.down()
-    console.print("stopped the workers, the trainer and the local stack")
+    console.print("stopped the local stack this demo started")
 
 
 def _free_port() -> int:

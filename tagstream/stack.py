@@ -5,6 +5,13 @@ its own process session, on loopback ports chosen free on first start and kept a
 ``state.json`` in that directory records what runs where; ``up`` on a running stack reports
 it instead of starting another, ``down`` stops both and waits until they are gone.
 
+A pid in ``state.json`` may belong to another process by the time it is read (the server
+died, the machine rebooted, the pid was reused). So each pid is recorded with its start time
+(``/proc/<pid>/stat`` field 22) and command line, and only a process that still matches both
+counts as the stack's: anything else is never signalled, and ``down`` reports it as stale.
+The program name stands for the command line in the comparison, because Redis rewrites its
+arguments into its process title (``redis-server 127.0.0.1:<port>``).
+
 Kafka comes as jars from Maven Central (``deploy/local/kafka/pom.xml``, copied by
 ``mvn dependency:copy-dependencies`` into ``<cache>/kafka-<version>/libs``) and runs in
 combined broker+controller mode with single-node replication factors, so consumer groups
@@ -24,13 +31,17 @@ import socket
 import subprocess
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import redis
 from pydantic_settings import BaseSettings
 
 from common.errors import StackError
+from common.lifeline import end_with_this_process
+from common.logging import get_logger
 from common.paths import cache_dir
 from common.settings import KafkaSettings, settings_config
 from messaging import wait_until_ready
@@ -41,6 +52,8 @@ POM = Path(__file__).resolve().parent.parent / "deploy" / "local" / "kafka" / "p
 LOG4J_CONFIG = POM.with_name("log4j2.properties")
 HOST = "127.0.0.1"
 SASL_USER = "tagstream"
+
+log = get_logger("tagstream.stack")
 
 
 class StackSettings(BaseSettings):
@@ -59,6 +72,41 @@ class StackSettings(BaseSettings):
         return self.dir or cache_dir() / "stack"
 
 
+class Identity(NamedTuple):
+    """What tells a process apart from a later one given the same pid."""
+
+    start_ticks: int
+    """``/proc/<pid>/stat`` field 22: clock ticks from boot to the process's start."""
+    cmdline: tuple[str, ...]
+
+    @classmethod
+    def of(cls, pid: int) -> Identity | None:
+        """The running process ``pid`` (None when there is none, or only its zombie)."""
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return None
+        fields = stat.rsplit(")", 1)[-1].split()  # fields 3... (the name may hold spaces)
+        if fields[0] == "Z":
+            return None
+        return cls(int(fields[22 - 3]), tuple(raw.decode(errors="replace").split("\0")[:-1]))
+
+    @classmethod
+    def started(cls, pid: int, command: list[str]) -> Identity | None:
+        """The child ``pid`` just started with ``command`` (as given, not as it may have
+        retitled itself since)."""
+        now = cls.of(pid)
+        return None if now is None else cls(now.start_ticks, tuple(command))
+
+    @property
+    def program(self) -> str:
+        return Path(self.cmdline[0].split(" ")[0]).name if self.cmdline else ""
+
+    def same_process(self, other: Identity) -> bool:
+        return self.start_ticks == other.start_ticks and self.program == other.program
+
+
 @dataclass(frozen=True)
 class StackState:
     """What runs where, as written to ``state.json``."""
@@ -70,6 +118,17 @@ class StackState:
     redis_port: int
     sasl_port: int = 0
     """A second Kafka listener that requires SASL/SCRAM-SHA-512 (see :func:`sasl_credentials`)."""
+    started: dict[str, Identity] = field(default_factory=dict)
+    """Each server's pid (as text) and the process the stack started under it."""
+
+    @property
+    def pids(self) -> dict[str, int]:
+        return {"kafka": self.kafka_pid, "redis": self.redis_pid}
+
+    def owns(self, pid: int) -> bool:
+        """Whether ``pid`` still runs the very process this stack started under it."""
+        recorded, now = self.started.get(str(pid)), Identity.of(pid)
+        return recorded is not None and now is not None and recorded.same_process(now)
 
     @property
     def kafka_bootstrap(self) -> str:
@@ -122,8 +181,15 @@ def install() -> None:
 class LocalStack:
     """Start, inspect and stop the local Kafka + Redis pair living in one directory."""
 
-    def __init__(self, settings: StackSettings | None = None) -> None:
+    def __init__(
+        self, settings: StackSettings | None = None, *, end_with_this_process: bool = False
+    ) -> None:
+        """``end_with_this_process``: the servers it starts get SIGTERM when this process
+        dies, however it dies (``common.lifeline``): for a stack that lives only as long as
+        its user (the demo), not for ``tagstream stack up``."""
         self.settings = settings or StackSettings()
+        self.end_with_this_process = end_with_this_process
+        self._spawned: dict[int, Identity] = {}
         self.dir = self.settings.stack_dir
         self.state_file = self.dir / "state.json"
 
@@ -132,7 +198,7 @@ class LocalStack:
         state = self._read_state()
         if state is None:
             return None
-        if _alive(state.kafka_pid) or _alive(state.redis_pid):
+        if any(state.owns(pid) for pid in state.pids.values()):
             return state
         return None
 
@@ -140,7 +206,7 @@ class LocalStack:
         """Start both servers unless they run; returns the state and whether it started them."""
         running = self.status()
         if running is not None:
-            if _alive(running.kafka_pid) and _alive(running.redis_pid):
+            if all(running.owns(pid) for pid in running.pids.values()):
                 return running, False
             self.down()
         install()
@@ -179,12 +245,12 @@ class LocalStack:
         if state is None:
             return False
         # state.json stays: the next ``up`` reuses its ports when they are still free.
-        return any([_terminate(pid) for pid in (state.kafka_pid, state.redis_pid)])
+        return any([_stop(state, name, pid) for name, pid in state.pids.items()])
 
     def stop_kafka(self) -> None:
         """Stop only the broker (for fault tests); ``start_kafka`` brings it back."""
         state = self._require_state()
-        _terminate(state.kafka_pid)
+        _stop(state, "kafka", state.kafka_pid)
 
     def start_kafka(self) -> StackState:
         """Restart the broker on its old ports after ``stop_kafka``."""
@@ -199,7 +265,8 @@ class LocalStack:
 
     def stop_redis(self) -> None:
         """Stop only Redis (for fault tests); ``start_redis`` brings it back."""
-        _terminate(self._require_state().redis_pid)
+        state = self._require_state()
+        _stop(state, "redis", state.redis_pid)
 
     def start_redis(self) -> StackState:
         """Restart Redis on its old port after ``stop_redis``; its data comes back from disk."""
@@ -265,12 +332,12 @@ class LocalStack:
                 ],
                 "formatting Kafka storage",
             )
-        return _spawn([*java, "kafka.Kafka", str(properties)], kafka_dir / "stdout.log")
+        return self._spawn([*java, "kafka.Kafka", str(properties)], kafka_dir / "stdout.log")
 
     def _spawn_redis(self, port: int) -> int:
         redis_dir = self.dir / "redis"
         redis_dir.mkdir(parents=True, exist_ok=True)
-        return _spawn(
+        return self._spawn(
             [
                 "redis-server",
                 "--bind",
@@ -289,9 +356,22 @@ class LocalStack:
             redis_dir / "stdout.log",
         )
 
+    def _spawn(self, command: list[str], log: Path) -> int:
+        tie = end_with_this_process() if self.end_with_this_process else None
+        pid = _spawn(command, log, tie)
+        identity = Identity.started(pid, command)
+        if identity is not None:
+            self._spawned[pid] = identity
+        return pid
+
     def _read_state(self) -> StackState | None:
         try:
-            return StackState(**json.loads(self.state_file.read_text()))
+            raw = json.loads(self.state_file.read_text())
+            started = raw.pop("started", {})
+            return StackState(
+                **raw,
+                started={pid: Identity(int(t), tuple(c)) for pid, (t, c) in started.items()},
+            )
         except (OSError, ValueError, TypeError):
             return None
 
@@ -302,6 +382,13 @@ class LocalStack:
         return state
 
     def _write_state(self, state: StackState) -> None:
+        """Write ``state`` with the identity of each pid this object started."""
+        started = {}
+        for pid in map(str, state.pids.values()):
+            identity = state.started.get(pid) or self._spawned.get(int(pid))
+            if identity is not None:
+                started[pid] = identity
+        state = StackState(**{**asdict(state), "started": started})
         scratch = self.state_file.with_suffix(".tmp")
         scratch.write_text(json.dumps(asdict(state), indent=2))
         scratch.replace(self.state_file)
@@ -355,7 +442,7 @@ _children: dict[int, subprocess.Popen[bytes]] = {}
 """Servers this process started, kept so that stopping them also collects their status."""
 
 
-def _spawn(command: list[str], log: Path) -> int:
+def _spawn(command: list[str], log: Path, preexec: Callable[[], None] | None) -> int:
     with log.open("ab") as out:
         process = subprocess.Popen(
             command,
@@ -363,6 +450,7 @@ def _spawn(command: list[str], log: Path) -> int:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=preexec,  # noqa: PLW1509 - thread-safe: see common.lifeline
         )
     _children[process.pid] = process
     return process.pid
@@ -389,6 +477,23 @@ def _is_zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
     except OSError:
         return False
+
+
+def _stop(state: StackState, name: str, pid: int) -> bool:
+    """Stop ``name``'s server if ``pid`` is still it; True if it was running."""
+    if state.owns(pid):
+        return _terminate(pid)
+    identity = Identity.of(pid)
+    if identity is not None:
+        log.warning(
+            "stale stack entry not signalled",
+            server=name,
+            pid=pid,
+            recorded=state.started.get(str(pid)),
+            now=" ".join(identity.cmdline),
+        )
+    _children.pop(pid, None)
+    return False
 
 
 def _terminate(pid: int, timeout_s: float = 30.0) -> bool:

@@ -1,4 +1,9 @@
-"""Child processes for the demo: each in its own session, all stopped on the way out."""
+"""Child processes for the demo: each in its own session, all stopped on the way out.
+
+The way out may be an exception, Ctrl+C or SIGTERM (see :func:`sigterm_raises`), when
+``stop_all`` stops them in order; or a death no code of this process sees (SIGKILL, the
+OOM killer), when each child gets SIGTERM from the kernel (``common.lifeline``).
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,13 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
+from types import FrameType, TracebackType
+
+from common.lifeline import end_with_this_process
 
 
 @dataclass
@@ -36,6 +45,7 @@ class Supervisor:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                preexec_fn=end_with_this_process(),  # noqa: PLW1509 - see common.lifeline
             )
         child = Child(name, process, log)
         self.children.append(child)
@@ -66,6 +76,22 @@ class Supervisor:
         tb: TracebackType | None,
     ) -> None:
         self.stop_all()
+
+
+@contextlib.contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """SIGTERM raises ``SystemExit(143)`` in the main thread while inside, so that ``finally``
+    blocks and ``ExitStack`` callbacks run (Python's default would end the process without
+    them); the previous handler comes back on the way out."""
+
+    def leave(signum: int, frame: FrameType | None) -> None:
+        sys.exit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, leave)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _signal(child: Child, sig: signal.Signals) -> None:

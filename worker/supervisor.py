@@ -3,7 +3,9 @@
 Slot ``i`` gets ``worker_id`` ``{base}-{i}`` (so its transactional id is stable across
 restarts), ``group_instance_id`` ``{id}-{i}`` when static membership is on, and metrics port
 ``port + i`` (0 stays 0: each picks a free port). SIGTERM/SIGINT are passed on to every
-child; the supervisor waits for all and exits with the worst status.
+child; the supervisor waits for all and exits with the worst status. A supervisor that dies
+without passing anything on (SIGKILL) takes its workers with it: each gets SIGTERM from the
+kernel (``common.lifeline``) and drains as it would on ``kill``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import sys
 import time
 from types import FrameType
 
+from common.lifeline import end_with_this_process
 from common.logging import get_logger
 from worker.settings import WorkerSettings
 
@@ -37,7 +40,9 @@ def supervise(settings: WorkerSettings, processes: int) -> int:
     """Run ``processes`` workers until they all end; returns the worst exit status."""
     children = [
         subprocess.Popen(
-            [sys.executable, "-m", "worker"], env=os.environ | slot_environment(settings, slot)
+            [sys.executable, "-m", "worker"],
+            env=os.environ | slot_environment(settings, slot),
+            preexec_fn=end_with_this_process(),  # noqa: PLW1509 - see common.lifeline
         )
         for slot in range(processes)
     ]

@@ -46,7 +46,8 @@ def up() -> None:
 
 @app.command()
 def down() -> None:
-    """Stop both servers and wait until they are gone."""
+    """Stop both servers and wait until they are gone; a pid that now belongs to another
+    process is not signalled, only reported."""
     stack = _stack()
     typer.echo("stopped" if stack.down() else f"nothing was running in {stack.dir}")
 
@@ -59,6 +60,6 @@ def status() -> None:
     if state is None:
         typer.echo(f"not running (stack directory {stack.dir})")
         raise typer.Exit(1)
-    for name, pid in (("kafka", state.kafka_pid), ("redis", state.redis_pid)):
-        typer.echo(f"{name}: {'running' if local._alive(pid) else 'DOWN'} (pid {pid})")
+    for name, pid in state.pids.items():
+        typer.echo(f"{name}: {'running' if state.owns(pid) else 'DOWN'} (pid {pid})")
     _print_urls(state)

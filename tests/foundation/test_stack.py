@@ -74,7 +74,7 @@ def test_cli_starts_once_reports_and_stops_leaving_nothing(tmp_path: Path) -> No
         assert lines[-2].startswith("KAFKA_BOOTSTRAP=127.0.0.1:")
         assert lines[-1].startswith("REDIS_URL=redis://127.0.0.1:")
         second = cli("up")
-        assert "already running" in second.stdout
+        assert "already running" in second.stdout, second.stderr
         assert second.stdout.strip().splitlines()[-2:] == lines[-2:]
         state = LocalStack(StackSettings(dir=tmp_path / "stack")).status()
         assert state is not None

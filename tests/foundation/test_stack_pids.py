@@ -1,0 +1,110 @@
+"""``tagstream stack down`` signals only processes the stack started: a pid in state.json
+that now belongs to another process (here a ``sleep`` started by the test) is left alone and
+reported as stale."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tagstream.stack import Identity, LocalStack, StackSettings
+
+TAGSTREAM = [sys.executable, "-m", "tagstream"]
+
+
+@pytest.fixture
+def stranger() -> Iterator[subprocess.Popen[bytes]]:
+    """A process the stack never started."""
+    process = subprocess.Popen(["sleep", "600"], start_new_session=True)
+    yield process
+    process.kill()
+    process.wait(timeout=30)
+
+
+def write_state(stack_dir: Path, pid: int, started: dict[str, object] | None) -> None:
+    stack_dir.mkdir(parents=True, exist_ok=True)
+    state: dict[str, object] = {
+        "kafka_pid": pid,
+        "kafka_port": 1,
+        "controller_port": 2,
+        "redis_pid": pid,
+        "redis_port": 3,
+    }
+    if started is not None:
+        state["started"] = started
+    (stack_dir / "state.json").write_text(json.dumps(state))
+
+
+def cli_down(stack_dir: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "TAGSTREAM_STACK_DIR": str(stack_dir)}
+    return subprocess.run(
+        [*TAGSTREAM, "stack", "down"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_a_pid_reused_by_another_process_is_not_signalled_and_is_reported(
+    tmp_path: Path, stranger: subprocess.Popen[bytes]
+) -> None:
+    now = Identity.of(stranger.pid)
+    assert now is not None
+    # What the stack recorded when it started its Redis under this pid, long before.
+    recorded = [now.start_ticks - 1000, ["redis-server", "--bind", "127.0.0.1"]]
+    write_state(tmp_path / "stack", stranger.pid, {str(stranger.pid): recorded})
+    down = cli_down(tmp_path / "stack")
+    assert down.returncode == 0, down.stderr
+    assert stranger.poll() is None, "the stranger was signalled"
+    assert "nothing was running" in down.stdout
+    assert "stale stack entry not signalled" in down.stderr
+    assert f'"pid": {stranger.pid}' in down.stderr and "sleep 600" in down.stderr
+    assert LocalStack(StackSettings(dir=tmp_path / "stack")).status() is None
+
+
+def test_a_pid_with_no_recorded_start_is_not_signalled(
+    tmp_path: Path, stranger: subprocess.Popen[bytes]
+) -> None:
+    """A state.json without start records (older, or hand-made) proves nothing about a pid."""
+    write_state(tmp_path / "stack", stranger.pid, None)
+    assert LocalStack(StackSettings(dir=tmp_path / "stack")).down() is False
+    assert stranger.poll() is None, "the stranger was signalled"
+
+
+def test_the_same_program_under_the_same_pid_but_started_later_is_not_the_stacks(
+    tmp_path: Path, stranger: subprocess.Popen[bytes]
+) -> None:
+    now = Identity.of(stranger.pid)
+    assert now is not None
+    write_state(
+        tmp_path / "stack",
+        stranger.pid,
+        {str(stranger.pid): [now.start_ticks - 1, list(now.cmdline)]},
+    )
+    stack = LocalStack(StackSettings(dir=tmp_path / "stack"))
+    assert stack.down() is False
+    assert stranger.poll() is None, "the stranger was signalled"
+
+
+def test_a_process_matching_its_record_is_the_stacks_even_with_a_retitled_command_line(
+    tmp_path: Path, stranger: subprocess.Popen[bytes]
+) -> None:
+    """Redis rewrites its arguments into ``redis-server 127.0.0.1:<port>``: the start time
+    and the program name are what must match."""
+    now = Identity.of(stranger.pid)
+    assert now is not None
+    write_state(
+        tmp_path / "stack",
+        stranger.pid,
+        {str(stranger.pid): [now.start_ticks, ["sleep 600 (retitled)"]]},
+    )
+    assert LocalStack(StackSettings(dir=tmp_path / "stack")).down() is True
+    assert stranger.wait(timeout=30) != 0
