@@ -12,6 +12,7 @@ at once. The last log line summarises the counters.
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import threading
@@ -41,6 +42,9 @@ from worker.supervisor import supervise
 from worker.swap import ModelSlot, Swapper
 
 log = get_logger("worker.app")
+
+CLOSE_TIMEOUT_S = 10.0
+"""The longest the producer's close may flush (less once a drain deadline is near)."""
 
 
 class Signals:
@@ -145,9 +149,9 @@ class Worker:
             models.watch(swapper)
         check_topics(self.kafka, self.settings)
         sink = open_sink(self.kafka, self.settings, self.worker_id, self.halt)
-        stack.callback(sink.close, 10.0)
+        stack.callback(lambda: sink.close(min(CLOSE_TIMEOUT_S, self._time_left() or math.inf)))
         source = open_source(self.kafka, self.settings, self.worker_id)
-        stack.callback(source.close)
+        stack.callback(lambda: source.close(self._time_left()))
         self.pipeline = Pipeline(
             self.settings,
             source,
@@ -161,6 +165,11 @@ class Worker:
         if self.stopping.is_set():
             return
         self.pipeline.run()
+
+    def _time_left(self) -> float | None:
+        """What a close may take of the drain deadline (None: no drain began; see
+        :meth:`Pipeline.time_left`)."""
+        return self.pipeline.time_left() if self.pipeline is not None else None
 
     def scorer(self) -> Scorer:
         on_cpu = resolve_device(self.settings.device).type == "cpu"

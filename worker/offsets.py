@@ -12,6 +12,12 @@ publish) is ignored, and stages drop work whose epoch is no longer current. A fa
 publish marks the partition for a rewind: the poll thread seeks back to the watermark and
 the partition starts a new epoch, so nothing after the failure can be committed past it.
 
+Exactly-once, a transaction's commit is bracketed by :meth:`OffsetTracker.begin_commit` and
+:meth:`OffsetTracker.end_commit`; :meth:`OffsetTracker.drop` waits (up to its deadline) for
+commits in flight over the partitions it drops, so a dropped partition's offsets are never
+committed after its watermark was taken. No lock is held while the broker is asked anything:
+the tracker only counts commits in flight.
+
 All methods are thread-safe.
 """
 
@@ -46,12 +52,12 @@ class OffsetTracker:
     """Outstanding offsets per assigned partition; see the module docstring."""
 
     def __init__(self) -> None:
-        self.guard = threading.RLock()
-        """Held while a transaction commits offsets, and while partitions are dropped."""
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._epochs = itertools.count(1)
         self._parts: dict[TopicPartition, _Partition] = {}
+        self._committing: dict[TopicPartition, int] = {}
+        """Transactions in flight (between begin_commit and end_commit) per partition."""
         self.acked = 0
         """Offsets acknowledged so far (all partitions): the commit-every-M-messages clock."""
 
@@ -64,16 +70,31 @@ class OffsetTracker:
                     self._parts[TopicPartition(*tp)] = _Partition(next(self._epochs))
 
     def drop(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
-        """Stop tracking ``partitions``; returns their watermarks (where to resume them)."""
-        with self.guard, self._changed:
+        """Stop tracking ``partitions`` now; returns their watermarks (where to resume them),
+        leaving out any whose transaction is still committing (see :meth:`drop_settled`)."""
+        return self.drop_settled(partitions, 0.0)[0]
+
+    def drop_settled(
+        self, partitions: Iterable[TopicPartition], timeout_s: float
+    ) -> tuple[dict[TopicPartition, int], set[TopicPartition]]:
+        """Wait up to ``timeout_s`` for transactions committing over ``partitions``, then stop
+        tracking them. Returns their watermarks and the partitions whose transaction was
+        still committing at the deadline: its outcome is unknown, so they get no watermark."""
+        chosen = {TopicPartition(*tp) for tp in partitions}
+        deadline = time.monotonic() + timeout_s
+        with self._changed:
+            while (busy := chosen & self._committing.keys()) and (
+                remaining := deadline - time.monotonic()
+            ) > 0:
+                self._changed.wait(remaining)
             marks = {}
-            for tp in partitions:
-                state = self._parts.pop(TopicPartition(*tp), None)
+            for tp in chosen:
+                state = self._parts.pop(tp, None)
                 mark = state.watermark() if state else None
-                if mark is not None:
-                    marks[TopicPartition(*tp)] = mark
+                if mark is not None and tp not in busy:
+                    marks[tp] = mark
             self._changed.notify_all()
-            return marks
+            return marks, busy
 
     def partitions(self) -> set[TopicPartition]:
         with self._lock:
@@ -105,8 +126,32 @@ class OffsetTracker:
 
     def is_current(self, tp: TopicPartition, epoch: int) -> bool:
         with self._lock:
-            state = self._parts.get(tp)
-            return state is not None and state.epoch == epoch and not state.rewinding
+            return self._current(tp, epoch)
+
+    def _current(self, tp: TopicPartition, epoch: int) -> bool:
+        state = self._parts.get(tp)
+        return state is not None and state.epoch == epoch and not state.rewinding
+
+    # -- transactions -----------------------------------------------------------------------
+    def begin_commit(self, keys: Iterable[tuple[TopicPartition, int]]) -> bool:
+        """A transaction over these (partition, epoch) pairs starts committing; False (and
+        nothing started) when one of them is no longer current. Pair with :meth:`end_commit`."""
+        chosen = set(keys)
+        with self._lock:
+            if not all(self._current(tp, epoch) for tp, epoch in chosen):
+                return False
+            for tp in {tp for tp, _ in chosen}:
+                self._committing[tp] = self._committing.get(tp, 0) + 1
+            return True
+
+    def end_commit(self, partitions: Iterable[TopicPartition]) -> None:
+        """The transaction begun with :meth:`begin_commit` has an outcome (acked or failed)."""
+        with self._changed:
+            for tp in set(partitions):
+                left = self._committing.pop(tp, 0) - 1
+                if left > 0:
+                    self._committing[tp] = left
+            self._changed.notify_all()
 
     # -- failures and rewinds ---------------------------------------------------------------
     def fail(self, tp: TopicPartition, epoch: int) -> None:

@@ -25,10 +25,14 @@ and kafka-python then starts it afresh from the committed offset; a watermark ke
 revocation would be stale by then (another member may have committed past it), so none is
 kept.
 
-Shutdown: :meth:`Pipeline.stop` (from a signal) ends polling; the intake gets ``END``; the
-assembler flushes; scoring and delivery finish, the producer flushes; the poll thread keeps
-polling (partitions paused) and committing until everything is acknowledged or
-``drain_timeout_s`` has passed; then a final commit.
+Shutdown: :meth:`Pipeline.stop` (from a signal) ends polling and starts one deadline,
+``drain_timeout_s`` from the stop, that covers the whole drain however the broker behaves:
+the intake gets ``END``; the assembler flushes; scoring and delivery finish, the producer
+flushes; the poll thread keeps polling (partitions paused) and committing until everything
+is acknowledged or the deadline has passed; then a final commit of what was acknowledged. A
+flush that runs out of time is logged and the drain goes on. Every commit, the final one and
+the clients' closes (:meth:`Pipeline.time_left`) get what is left of the deadline, at least
+``LAST_REQUEST_S``; a revocation during the drain waits no longer than the deadline either.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ from common.logging import get_logger
 from messaging import MessagingError, Record, TopicPartition, UndecodableError
 from worker.assembler import Assembler, Batches, Intake
 from worker.batcher import Batcher
-from worker.delivery import Delivery
+from worker.delivery import Delivery, TransactionStuckError
 from worker.inference import Scorer
 from worker.items import Item, Polled
 from worker.metrics import Metrics
@@ -60,6 +64,9 @@ from worker.swap import ModelSlot
 log = get_logger("worker.pipeline")
 
 LAG_INTERVAL_S = 5.0
+LAST_REQUEST_S = 0.5
+"""Once the drain deadline has passed, each request still made (the final commit, leaving
+the group, closing the producer) gets this long."""
 
 
 class Pipeline:
@@ -83,6 +90,8 @@ class Pipeline:
         self.metrics = metrics
         self.tracker = OffsetTracker()
         self.stopping = threading.Event()
+        self.deadline: float | None = None
+        """When the drain must be over (``time.monotonic``); set by :meth:`stop`."""
         self.halt = halt or threading.Event()
         """Set when the stages must stop at once (the end of a drain, a failure)."""
         self.intake: Intake = queue.Queue()
@@ -93,6 +102,10 @@ class Pipeline:
         """When the worker last began waiting for an assignment (None: it has one)."""
         self._left_at = -1
         """The group generation at the last revocation or loss."""
+        self._unresolved: set[TopicPartition] = set()
+        """Revoked partitions whose transaction was still committing when they were dropped."""
+        self._failure: BaseException | None = None
+        """Raised by the poll thread at its next step (set from the rebalance handler)."""
         self.undecodable: dict[TopicPartition, UndecodableError] = {}
         """Partitions held back by a record batch that cannot be decoded."""
         self._last_commit = time.monotonic()
@@ -145,8 +158,18 @@ class Pipeline:
 
     # -- lifecycle --------------------------------------------------------------------------
     def stop(self) -> None:
-        """Ask for a graceful stop: finish what is in flight, commit, return from run()."""
+        """Ask for a graceful stop: finish what is in flight, commit, return from run(), all
+        within ``drain_timeout_s`` from now."""
+        if self.deadline is None:
+            self.deadline = time.monotonic() + self.settings.drain_timeout_s
         self.stopping.set()
+
+    def time_left(self) -> float | None:
+        """How long a request may take now: None (its own timeout) until stopping, then what
+        is left of the drain deadline, at least ``LAST_REQUEST_S``."""
+        if self.deadline is None:
+            return None
+        return max(LAST_REQUEST_S, self.deadline - time.monotonic())
 
     def run(self) -> None:
         """Consume until stopped; raises what a stage died of."""
@@ -177,8 +200,10 @@ class Pipeline:
         self._report_lag()
 
     def drain(self) -> None:
-        """Finish in-flight work within ``drain_timeout_s``, then commit what was acknowledged."""
-        deadline = time.monotonic() + self.settings.drain_timeout_s
+        """Finish in-flight work within the drain deadline, then commit what was acknowledged."""
+        if self.deadline is None:
+            self.deadline = time.monotonic() + self.settings.drain_timeout_s
+        deadline = self.deadline
         self.source.pause(self.source.assignment())
         self.intake.put(END)
         last = self.stages[-1].thread
@@ -187,7 +212,7 @@ class Pipeline:
             self.source.poll(self.settings.poll_timeout_ms)  # keeps membership; all paused
             self._maybe_commit()
         if not self._failed():
-            self.sink.flush(max(0.1, deadline - time.monotonic()))
+            self._flush(deadline)
         drained = self.tracker.wait_drained(None, max(0.0, deadline - time.monotonic()))
         self._commit()
         left = self.tracker.outstanding()
@@ -197,6 +222,17 @@ class Pipeline:
                 "drain deadline passed; unfinished messages will be read again",
                 outstanding=left,
                 drain_timeout_s=self.settings.drain_timeout_s,
+            )
+
+    def _flush(self, deadline: float) -> None:
+        """Wait for the producer's outstanding acknowledgements until ``deadline``; those
+        still missing then are not committed (the final commit takes only acked offsets)."""
+        try:
+            self.sink.flush(max(0.0, deadline - time.monotonic()))
+        except MessagingError as exc:
+            log.warning(
+                "producer flush ran out of time; unacknowledged results are not committed",
+                error=f"{type(exc).__name__}: {exc}",
             )
 
     # -- the poll thread's steps ------------------------------------------------------------
@@ -262,7 +298,7 @@ class Pipeline:
         if not offsets:
             return
         try:
-            self.source.commit(offsets)
+            self.source.commit(offsets, self.time_left())
         except MessagingError as exc:
             self.metrics.commits.labels("failed").inc()
             log.warning("offset commit failed; it is retried", error=f"{type(exc).__name__}: {exc}")
@@ -321,6 +357,8 @@ class Pipeline:
         return any(stage.failure is not None for stage in self.stages)
 
     def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise self._failure
         for stage in self.stages:
             if stage.failure is not None:
                 raise stage.failure
@@ -340,11 +378,17 @@ class Pipeline:
         self._joining_since = time.monotonic()
         self._left_at = self.source.membership().generation_id
         self.metrics.rebalances.labels("revoked").inc(len(partitions))
-        drained = self.tracker.wait_drained(partitions, self.settings.revoke_timeout_s)
+        left_s = self.time_left()
+        budget_s = self.settings.revoke_timeout_s if left_s is None else left_s
+        deadline = time.monotonic() + min(self.settings.revoke_timeout_s, budget_s)
+        drained = self.tracker.wait_drained(partitions, deadline - time.monotonic())
         left = self.tracker.outstanding(partitions)
-        marks = self.tracker.drop(partitions)
+        marks, unresolved = self.tracker.drop_settled(
+            partitions, max(0.0, deadline - time.monotonic())
+        )
         if self.settings.assignor == "range":
             self._resume.update(marks)
+            self._unresolved |= unresolved
         if marks and not self.settings.exactly_once:
             try:
                 self.source.commit_nowait(marks)
@@ -387,4 +431,13 @@ class Pipeline:
         for tp in partitions & self._resume.keys():
             self.source.seek(tp, self._resume[tp])
         self._resume.clear()
+        unknown, self._unresolved = partitions & self._unresolved, set()
+        if unknown:
+            # kafka-python keeps a reassigned partition's position; where to resume depends on
+            # whether that transaction committed, which only the broker will know: stop, and
+            # the next instance (fencing this one) starts from the committed offsets.
+            self._failure = TransactionStuckError(
+                f"partitions {sorted(tp.partition for tp in unknown)} came back while a "
+                "transaction over them had no outcome yet"
+            )
         log.info("partitions assigned", partitions=sorted(tp.partition for tp in partitions))

@@ -152,7 +152,7 @@ class FakeSource:
     def seek(self, tp: TopicPartition, offset: int) -> None:
         self.positions[tp] = offset
 
-    def commit(self, offsets: dict[TopicPartition, int]) -> None:
+    def commit(self, offsets: dict[TopicPartition, int], timeout_s: float | None = None) -> None:
         self.committed.update(offsets)
 
     def commit_nowait(self, offsets: dict[TopicPartition, int]) -> None:
@@ -170,7 +170,7 @@ class FakeSource:
     def lag(self) -> dict[TopicPartition, int]:
         return {tp: len(self.data[tp]) - self.positions[tp] for tp in self.assigned}
 
-    def close(self) -> None:
+    def close(self, timeout_s: float | None = None) -> None:
         """Nothing to release."""
 
 
