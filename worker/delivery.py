@@ -15,11 +15,13 @@ exactly-once
     The send-offsets-and-commit step is announced to the tracker (``begin_commit`` /
     ``end_commit``) and revocation waits for it, up to ``revoke_timeout_s``, before it takes
     the watermarks, so a revoked partition's offsets are never committed after its watermark
-    was taken; a partition whose commit outlasts that wait gets no watermark (its outcome is
-    unknown). No lock is held across a request to the broker, and every transactional request
-    has a deadline (``transaction_timeout_s``, cut short when the worker halts). The broker
-    fences a commit from a stale generation (KIP-447: the group metadata goes with the
-    offsets), and read_committed consumers fetch committed offsets with ``require_stable``.
+    was taken; a partition whose commit outlasts that wait gets no watermark, and if it comes
+    back it waits for the outcome (see :mod:`worker.offsets`). No lock is held across a
+    request to the broker, and every transactional request has a deadline
+    (``transaction_timeout_s``, cut short when the worker halts). The broker fences a commit
+    from a stale generation (KIP-447: the group metadata goes with the offsets), and another
+    member, reading ``read_committed``, fetches committed offsets with ``require_stable``, so
+    it waits for a transaction still open over its new partitions.
     Batches are delivered one at a time by this one thread, so a transaction never commits
     offsets past an earlier batch that has not committed.
 """
@@ -182,17 +184,20 @@ class Delivery:
         keys = {(o.origin.tp, o.origin.epoch) for o in outgoing}
         if not self._tracker.begin_commit(keys):
             raise StaleBatchError("a partition was revoked or rewound during the batch")
+        committed: dict[TopicPartition, int] | None = None  # the outcome unknown
         try:
             self._sink.commit_offsets(offsets, self._membership())
             self._commit()
             for out in outgoing:
                 self._tracker.ack(out.origin.tp, out.origin.epoch, out.origin.offset)
+            committed = offsets
         except MessagingError:
             for key in keys:  # before revocation can take a watermark: this batch is undone
                 self._tracker.fail(*key)
+            committed = {}  # refused, so never committed: it is aborted next
             raise
         finally:
-            self._tracker.end_commit(tp for tp, _ in keys)
+            self._tracker.end_commit((tp for tp, _ in keys), committed)
 
     def _commit(self) -> None:
         try:

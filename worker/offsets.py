@@ -13,10 +13,14 @@ publish marks the partition for a rewind: the poll thread seeks back to the wate
 the partition starts a new epoch, so nothing after the failure can be committed past it.
 
 Exactly-once, a transaction's commit is bracketed by :meth:`OffsetTracker.begin_commit` and
-:meth:`OffsetTracker.end_commit`; :meth:`OffsetTracker.drop` waits (up to its deadline) for
-commits in flight over the partitions it drops, so a dropped partition's offsets are never
-committed after its watermark was taken. No lock is held while the broker is asked anything:
-the tracker only counts commits in flight.
+:meth:`OffsetTracker.end_commit`; :meth:`OffsetTracker.revoke` waits (up to its deadline) for
+commits in flight over the partitions it drops, so a revoked partition's watermark is never
+taken while its offsets may still be committed. No lock is held while the broker is asked
+anything: the tracker only counts commits in flight. A partition whose commit outlasts the
+revocation's deadline gets no watermark: where it resumes depends on the commit's outcome. If
+the same rebalance gives it back, it starts rewinding, its records discarded, until
+``end_commit`` tells the outcome: then it is sought to the committed offset, or to its old
+watermark if the transaction was aborted.
 
 All methods are thread-safe.
 """
@@ -39,6 +43,7 @@ class _Partition:
     next_offset: int | None = None
     committed: int | None = None
     rewinding: bool = False
+    """Its records are discarded until the poll thread seeks it (see ``rewinds``)."""
     outstanding: set[int] = field(default_factory=set)
     heap: list[int] = field(default_factory=list)
 
@@ -58,28 +63,51 @@ class OffsetTracker:
         self._parts: dict[TopicPartition, _Partition] = {}
         self._committing: dict[TopicPartition, int] = {}
         """Transactions in flight (between begin_commit and end_commit) per partition."""
+        self._undecided: dict[TopicPartition, int] = {}
+        """Revoked while committing: the watermark to resume at if that transaction aborts."""
+        self._decided: dict[TopicPartition, int] = {}
+        """Revoked while committing, the outcome known since: where to resume."""
         self.acked = 0
         """Offsets acknowledged so far (all partitions): the commit-every-M-messages clock."""
 
     # -- assignment -------------------------------------------------------------------------
     def assign(self, partitions: Iterable[TopicPartition]) -> None:
-        """Start tracking ``partitions`` (already tracked ones keep their state)."""
+        """Start tracking ``partitions`` (already tracked ones keep their state). One revoked
+        while its transaction was committing starts rewinding (see the module docstring)."""
+        chosen = {TopicPartition(*tp) for tp in partitions}
         with self._lock:
-            for tp in partitions:
-                if tp not in self._parts:
-                    self._parts[TopicPartition(*tp)] = _Partition(next(self._epochs))
+            for tp in chosen - self._parts.keys():
+                state = _Partition(next(self._epochs))
+                if tp in self._undecided or tp in self._decided:
+                    state.rewinding, state.next_offset = True, self._decided.get(tp)
+                self._parts[tp] = state
+            for held in (self._undecided, self._decided):
+                for tp in held.keys() - chosen:  # another member's now: its commits decide
+                    del held[tp]
+            self._decided.clear()
 
     def drop(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
-        """Stop tracking ``partitions`` now; returns their watermarks (where to resume them),
-        leaving out any whose transaction is still committing (see :meth:`drop_settled`)."""
-        return self.drop_settled(partitions, 0.0)[0]
+        """Stop tracking ``partitions`` now; returns their watermarks."""
+        with self._changed:
+            return self._drop({TopicPartition(*tp) for tp in partitions})
 
-    def drop_settled(
-        self, partitions: Iterable[TopicPartition], timeout_s: float
-    ) -> tuple[dict[TopicPartition, int], set[TopicPartition]]:
+    def _drop(self, partitions: set[TopicPartition]) -> dict[TopicPartition, int]:
+        marks = {}
+        for tp in partitions:
+            state = self._parts.pop(tp, None)
+            mark = state.watermark() if state else None
+            if mark is not None:
+                marks[tp] = mark
+        self._changed.notify_all()
+        return marks
+
+    def revoke(
+        self, partitions: Iterable[TopicPartition], timeout_s: float, *, resume: bool
+    ) -> dict[TopicPartition, int]:
         """Wait up to ``timeout_s`` for transactions committing over ``partitions``, then stop
-        tracking them. Returns their watermarks and the partitions whose transaction was
-        still committing at the deadline: its outcome is unknown, so they get no watermark."""
+        tracking them; returns the watermarks of those with no commit in flight. ``resume``:
+        the same rebalance may give them back with their fetch positions kept (the eager
+        ``range`` assignor), so a partition still committing is held until its outcome."""
         chosen = {TopicPartition(*tp) for tp in partitions}
         deadline = time.monotonic() + timeout_s
         with self._changed:
@@ -87,14 +115,12 @@ class OffsetTracker:
                 remaining := deadline - time.monotonic()
             ) > 0:
                 self._changed.wait(remaining)
-            marks = {}
-            for tp in chosen:
-                state = self._parts.pop(tp, None)
-                mark = state.watermark() if state else None
-                if mark is not None and tp not in busy:
-                    marks[tp] = mark
-            self._changed.notify_all()
-            return marks, busy
+            marks = self._drop(chosen)  # under the same lock: no commit can begin meanwhile
+            for tp in busy & marks.keys():
+                mark = marks.pop(tp)
+                if resume:
+                    self._undecided[tp] = mark
+            return marks
 
     def partitions(self) -> set[TopicPartition]:
         with self._lock:
@@ -144,14 +170,26 @@ class OffsetTracker:
                 self._committing[tp] = self._committing.get(tp, 0) + 1
             return True
 
-    def end_commit(self, partitions: Iterable[TopicPartition]) -> None:
-        """The transaction begun with :meth:`begin_commit` has an outcome (acked or failed)."""
+    def end_commit(
+        self, partitions: Iterable[TopicPartition], committed: dict[TopicPartition, int] | None
+    ) -> None:
+        """The transaction begun with :meth:`begin_commit` is over: ``committed`` holds the
+        offsets it committed ({} when it was aborted; None when its outcome is unknown)."""
         with self._changed:
             for tp in set(partitions):
                 left = self._committing.pop(tp, 0) - 1
                 if left > 0:
                     self._committing[tp] = left
+                if committed is not None and tp in self._undecided:
+                    self._decide(tp, committed.get(tp, self._undecided.pop(tp)))
             self._changed.notify_all()
+
+    def _decide(self, tp: TopicPartition, offset: int) -> None:
+        state = self._parts.get(tp)
+        if state is None:  # not given back yet: assign() starts it there
+            self._decided[tp] = offset
+        elif state.rewinding and state.watermark() is None:  # given back, waiting
+            state.next_offset = offset
 
     # -- failures and rewinds ---------------------------------------------------------------
     def fail(self, tp: TopicPartition, epoch: int) -> None:

@@ -48,7 +48,7 @@ from common.logging import get_logger
 from messaging import MessagingError, Record, TopicPartition, UndecodableError
 from worker.assembler import Assembler, Batches, Intake
 from worker.batcher import Batcher
-from worker.delivery import Delivery, TransactionStuckError
+from worker.delivery import Delivery
 from worker.inference import Scorer
 from worker.items import Item, Polled
 from worker.metrics import Metrics
@@ -102,10 +102,6 @@ class Pipeline:
         """When the worker last began waiting for an assignment (None: it has one)."""
         self._left_at = -1
         """The group generation at the last revocation or loss."""
-        self._unresolved: set[TopicPartition] = set()
-        """Revoked partitions whose transaction was still committing when they were dropped."""
-        self._failure: BaseException | None = None
-        """Raised by the poll thread at its next step (set from the rebalance handler)."""
         self.undecodable: dict[TopicPartition, UndecodableError] = {}
         """Partitions held back by a record batch that cannot be decoded."""
         self._last_commit = time.monotonic()
@@ -357,8 +353,6 @@ class Pipeline:
         return any(stage.failure is not None for stage in self.stages)
 
     def _raise_failure(self) -> None:
-        if self._failure is not None:
-            raise self._failure
         for stage in self.stages:
             if stage.failure is not None:
                 raise stage.failure
@@ -383,12 +377,13 @@ class Pipeline:
         deadline = time.monotonic() + min(self.settings.revoke_timeout_s, budget_s)
         drained = self.tracker.wait_drained(partitions, deadline - time.monotonic())
         left = self.tracker.outstanding(partitions)
-        marks, unresolved = self.tracker.drop_settled(
-            partitions, max(0.0, deadline - time.monotonic())
+        marks = self.tracker.revoke(
+            partitions,
+            max(0.0, deadline - time.monotonic()),
+            resume=self.settings.assignor == "range",
         )
         if self.settings.assignor == "range":
             self._resume.update(marks)
-            self._unresolved |= unresolved
         if marks and not self.settings.exactly_once:
             try:
                 self.source.commit_nowait(marks)
@@ -431,13 +426,4 @@ class Pipeline:
         for tp in partitions & self._resume.keys():
             self.source.seek(tp, self._resume[tp])
         self._resume.clear()
-        unknown, self._unresolved = partitions & self._unresolved, set()
-        if unknown:
-            # kafka-python keeps a reassigned partition's position; where to resume depends on
-            # whether that transaction committed, which only the broker will know: stop, and
-            # the next instance (fencing this one) starts from the committed offsets.
-            self._failure = TransactionStuckError(
-                f"partitions {sorted(tp.partition for tp in unknown)} came back while a "
-                "transaction over them had no outcome yet"
-            )
         log.info("partitions assigned", partitions=sorted(tp.partition for tp in partitions))

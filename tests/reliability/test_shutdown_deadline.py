@@ -108,6 +108,7 @@ def test_a_worker_stops_within_its_drain_deadline_while_the_broker_is_frozen(
         f"the worker exited {exited_s if exited_s is None else round(exited_s, 1)} s after "
         f"SIGTERM; its drain deadline was {DRAIN_TIMEOUT_S} s (+{MARGIN_S} s margin)"
     )
+    assert first.events("worker stopped"), "the summary line is the last one, however it ends"
     assert counted.missing == 0, describe(records, expected_ids(ARTICLES))
     assert counted.dead_lettered == 0
     if guarantee == "exactly_once":
