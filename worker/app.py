@@ -27,6 +27,7 @@ import structlog
 from common.health import HealthServer
 from common.logging import configure, get_logger
 from common.settings import KafkaSettings, RedisSettings, load
+from messaging import DeadlineError
 from messaging.admin import admin
 from model.inference import resolve_device
 from model.settings import RegistrySettings
@@ -106,6 +107,8 @@ class Worker:
         self.stopping.set()
         if self.pipeline is not None:
             self.pipeline.stop()
+        else:  # nothing to drain yet: ends a wait for init_transactions at once
+            self.halt.set()
 
     def run(self) -> None:
         structlog.contextvars.bind_contextvars(worker_id=self.worker_id)
@@ -148,7 +151,12 @@ class Worker:
             stack.callback(swapper.stop)
             models.watch(swapper)
         check_topics(self.kafka, self.settings)
-        sink = open_sink(self.kafka, self.settings, self.worker_id, self.halt)
+        try:
+            sink = open_sink(self.kafka, self.settings, self.worker_id, self.halt)
+        except DeadlineError:
+            if self.stopping.is_set():
+                return
+            raise
         stack.callback(lambda: sink.close(min(CLOSE_TIMEOUT_S, self._time_left() or math.inf)))
         source = open_source(self.kafka, self.settings, self.worker_id)
         stack.callback(lambda: source.close(self._time_left()))
