@@ -3,7 +3,7 @@
 The broker of a private stack is frozen (SIGSTOP: connections stay open, nothing answers)
 while a worker is in the middle of its stream, so a transaction or a batch of sends is in
 flight; a second later the worker gets SIGTERM. It must exit within ``drain_timeout_s`` (plus
-a margin for closing its clients and the interpreter), under either guarantee, and commit
+a margin for closing its clients and the interpreter's exit), under either guarantee, and commit
 nothing past what was published. The broker is then thawed and a second worker (the same
 ``worker_id``, so exactly-once fences the first one's open transaction) works off the rest:
 nothing is missing and, read with ``read_committed``, exactly-once repeats nothing.
@@ -40,8 +40,10 @@ from tests.worker.kafka_tools import (
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 DRAIN_TIMEOUT_S = 10.0
-MARGIN_S = 10.0
-"""Closing the clients and the interpreter after the drain: generous, this is a deadline."""
+MARGIN_S = 15.0
+"""Closing the clients (0.5 s each once the deadline has passed) and the interpreter's exit,
+which took 6-7 s on the two-core build box under a load average of 20: generous, because
+this is a deadline, not a speed test (before the fix the workers ran 38-41 s)."""
 ARTICLES = 6000
 TOPICS = {"input": 3, "output": 3, "dlq": 1}
 
