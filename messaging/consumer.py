@@ -281,19 +281,27 @@ class Consumer:
         return getattr(position, "offset", None)
 
     # -- commits ----------------------------------------------------------------------------
-    def commit(self, offsets: dict[TopicPartition, int]) -> None:
+    def commit(self, offsets: dict[TopicPartition, int], timeout_s: float | None = None) -> None:
+        """Commit ``offsets`` and wait for the answer, at most ``timeout_s`` (None: the
+        session timeout, 10 s at most)."""
         with translated():
-            self._consumer.commit(kafka_offsets(offsets), timeout_ms=self._commit_timeout_ms)
+            self._consumer.commit(kafka_offsets(offsets), timeout_ms=self._timeout_ms(timeout_s))
 
     def commit_nowait(self, offsets: dict[TopicPartition, int]) -> None:
         """Schedule a commit on the IO loop without waiting: safe from the rebalance handler."""
         with translated():
             self._consumer.commit_async(kafka_offsets(offsets))
 
-    def close(self) -> None:
-        """Leave the group (unless static membership keeps the assignment for a restart)."""
+    def close(self, timeout_s: float | None = None) -> None:
+        """Leave the group (unless static membership keeps the assignment for a restart),
+        waiting at most ``timeout_s`` (None: as for a commit)."""
         with translated():
-            self._consumer.close(autocommit=False, timeout_ms=self._commit_timeout_ms)
+            self._consumer.close(autocommit=False, timeout_ms=self._timeout_ms(timeout_s))
+
+    def _timeout_ms(self, timeout_s: float | None) -> int:
+        if timeout_s is None:
+            return self._commit_timeout_ms
+        return max(1, min(self._commit_timeout_ms, int(timeout_s * 1000)))
 
 
 class Reader:

@@ -7,14 +7,22 @@ error kinds. With a ``transactional_id`` the constructor calls ``init_transactio
 fences any older producer with the same id and aborts its open transaction.
 
 kafka-python waits for ``send_offsets_to_transaction``, ``commit_transaction`` and
-``abort_transaction`` without a deadline; here each wait has one (``transaction_timeout_s``)
-and ends early when the ``cancel`` event is set, raising :class:`DeadlineError`: a
-transaction whose outcome is then unknown is resolved by the broker (aborted when its own
-timeout passes) or by the next instance with the same id (fenced and aborted).
+``abort_transaction`` without a deadline, and for ``init_transactions`` up to
+``max_block_ms`` whatever happens meanwhile; here each of the four waits has one
+(``transaction_timeout_s``) and ends early when the ``cancel`` event is set, raising
+:class:`DeadlineError`: a transaction whose outcome is then unknown is resolved by the broker
+(aborted when its own timeout passes) or by the next instance with the same id (fenced and
+aborted).
+
+kafka-python's ``flush(timeout)`` waits up to ``timeout`` for each pending batch in turn, and
+its ``close`` flushes first and raises there, leaving the sender running. Here
+:meth:`Producer.flush` has one deadline for all of them (it waits on every send's outcome),
+and :meth:`Producer.close` stops the sender when its flush runs out of time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -25,7 +33,13 @@ from kafka import KafkaProducer
 from common.settings import KafkaSettings
 from messaging.config import producer_config
 from messaging.consumer import kafka_offsets
-from messaging.errors import DeadlineError, RetriableError, translate, translated
+from messaging.errors import (
+    DeadlineError,
+    MessagingError,
+    RetriableError,
+    translate,
+    translated,
+)
 from messaging.types import GroupMembership, TopicPartition
 
 Done = Callable[[BaseException | None], None]
@@ -56,10 +70,12 @@ class Producer:
             config["retry_backoff_ms"] = retry_backoff_ms
         self._timeout_s = transaction_timeout_s
         self._cancel = cancel or threading.Event()
+        self._pending = 0
+        self._settled = threading.Condition()
         with translated():
             self._producer = KafkaProducer(**config)
-            if transactional_id is not None:
-                self._producer.init_transactions()
+        if transactional_id is not None:
+            self._init_transactions()
 
     def send(self, topic: str, key: bytes | None, value: bytes, on_done: Done | None) -> None:
         """Hand one record to the client; ``on_done`` hears the broker's answer.
@@ -71,11 +87,31 @@ class Producer:
             future = self._producer.send(topic, key=key, value=value)
         except Exception as exc:
             raise translate(exc) from exc
+        with self._settled:
+            self._pending += 1
+        future.add_both(self._settle)
         if on_done is not None:
             future.add_callback(lambda _metadata: on_done(None))
             future.add_errback(lambda error: on_done(translate(error)))
 
+    def _settle(self, _outcome: Any) -> None:
+        with self._settled:
+            self._pending -= 1
+            if self._pending == 0:
+                self._settled.notify_all()
+
     # -- transactions -----------------------------------------------------------------------
+    def _init_transactions(self) -> None:
+        """``init_transactions`` (fences an older producer with this id), within the deadline."""
+        try:
+            with translated():
+                result = self._manager().initialize_transactions()
+                self._await(result, "initialising transactions")
+        except BaseException:
+            with contextlib.suppress(MessagingError):
+                self.close(0.0)
+            raise
+
     def begin(self) -> None:
         with translated():
             self._producer.begin_transaction()
@@ -122,9 +158,28 @@ class Producer:
 
     # -- lifecycle --------------------------------------------------------------------------
     def flush(self, timeout_s: float) -> None:
-        with translated():
-            self._producer.flush(timeout=timeout_s)
+        """Wait until every record sent has its outcome; :class:`DeadlineError` when that
+        takes longer than ``timeout_s`` in all."""
+        self._producer._sender.wakeup()
+        deadline = time.monotonic() + timeout_s
+        with self._settled:
+            while self._pending:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise DeadlineError(
+                        f"flushing: {self._pending} records without an answer after {timeout_s:g} s"
+                    )
+                self._settled.wait(remaining)
 
     def close(self, timeout_s: float) -> None:
-        with translated():
-            self._producer.close(timeout=timeout_s)
+        """Flush for up to ``timeout_s``, then stop the sender whether or not all was sent
+        (what is still unsent fails: at-least-once it is read again, exactly-once it was in a
+        transaction that is never committed)."""
+        try:
+            with translated():
+                self._producer.close(timeout=timeout_s)
+        except DeadlineError:
+            self._producer._sender.force_close()
+            self._producer._sender.join(max(timeout_s, WAIT_SLICE_S))
+            with translated():
+                self._producer.close(timeout=0)

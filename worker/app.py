@@ -12,6 +12,7 @@ at once. The last log line summarises the counters.
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import threading
@@ -26,7 +27,7 @@ import structlog
 from common.health import HealthServer
 from common.logging import configure, get_logger
 from common.settings import KafkaSettings, RedisSettings, load
-from messaging import Producer
+from messaging import DeadlineError, Producer
 from messaging.admin import admin
 from model.inference import resolve_device
 from model.settings import RegistrySettings
@@ -43,6 +44,9 @@ from worker.supervisor import supervise
 from worker.swap import ModelSlot, RetryPolicy, Swapper
 
 log = get_logger("worker.app")
+
+CLOSE_TIMEOUT_S = 10.0
+"""The longest the producer's close may flush (less once a drain deadline is near)."""
 
 
 class Signals:
@@ -106,6 +110,8 @@ class Worker:
         self.stopping.set()
         if self.pipeline is not None:
             self.pipeline.stop()
+        else:  # nothing to drain yet: ends a wait for init_transactions at once
+            self.halt.set()
 
     def run(self) -> None:
         structlog.contextvars.bind_contextvars(worker_id=self.worker_id)
@@ -159,10 +165,15 @@ class Worker:
             models.watch(swapper, model.version)
         check_topics(self.kafka, self.settings)
         shadow, shadow_sink = self._shadow(stack)
-        sink = open_sink(self.kafka, self.settings, self.worker_id, self.halt)
-        stack.callback(sink.close, 10.0)
+        try:
+            sink = open_sink(self.kafka, self.settings, self.worker_id, self.halt)
+        except DeadlineError:
+            if self.stopping.is_set():
+                return
+            raise
+        stack.callback(lambda: sink.close(min(CLOSE_TIMEOUT_S, self._time_left() or math.inf)))
         source = open_source(self.kafka, self.settings, self.worker_id)
-        stack.callback(source.close)
+        stack.callback(lambda: source.close(self._time_left()))
         self.pipeline = Pipeline(
             self.settings,
             source,
@@ -195,9 +206,14 @@ class Worker:
         sink = None
         if self.settings.shadow_topic is not None:
             sink = Producer(self.kafka, client_id=f"{self.kafka.client_id}-{self.worker_id}-shadow")
-            stack.callback(sink.close, 5.0)
+            stack.callback(lambda: sink.close(min(CLOSE_TIMEOUT_S, self._time_left() or math.inf)))
         log.info("Shadow scoring on.", alias=alias, topic=self.settings.shadow_topic)
         return slot, sink
+
+    def _time_left(self) -> float | None:
+        """What a close may take of the drain deadline (None: no drain began; see
+        :meth:`Pipeline.time_left`)."""
+        return self.pipeline.time_left() if self.pipeline is not None else None
 
     def scorer(self) -> Scorer:
         on_cpu = resolve_device(self.settings.device).type == "cpu"

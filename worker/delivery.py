@@ -12,8 +12,16 @@ exactly-once
     one transaction per batch: begin -> send every result -> send the batch's offsets
     (highest + 1 per partition) with the consumer's group membership -> commit. The offsets are
     acked only after the commit. Any failure aborts, and the batch's partitions are rewound.
-    The send-offsets-and-commit step holds ``tracker.guard``, which revocation also takes, so
-    a revoked partition's offsets are never committed after its revocation was handled.
+    The send-offsets-and-commit step is announced to the tracker (``begin_commit`` /
+    ``end_commit``) and revocation waits for it, up to ``revoke_timeout_s``, before it takes
+    the watermarks, so a revoked partition's offsets are never committed after its watermark
+    was taken; a partition whose commit outlasts that wait gets no watermark, and if it comes
+    back it waits for the outcome (see :mod:`worker.offsets`). No lock is held across a
+    request to the broker, and every transactional request has a deadline
+    (``transaction_timeout_s``, cut short when the worker halts). The broker fences a commit
+    from a stale generation (KIP-447: the group metadata goes with the offsets), and another
+    member, reading ``read_committed``, fetches committed offsets with ``require_stable``, so
+    it waits for a transaction still open over its new partitions.
     Batches are delivered one at a time by this one thread, so a transaction never commits
     offsets past an earlier batch that has not committed.
 """
@@ -151,21 +159,45 @@ class Delivery:
         try:
             self._sink.begin()
             outgoing = [self._send(out, None) for out in outgoing]
-            with self._tracker.guard:
-                if not all(self._tracker.is_current(o.origin.tp, o.origin.epoch) for o in outgoing):
-                    raise StaleBatchError("a partition was revoked or rewound during the batch")
-                self._sink.commit_offsets(offsets, self._membership())
-                self._commit()
-                for out in outgoing:
-                    self._tracker.ack(out.origin.tp, out.origin.epoch, out.origin.offset)
+            self._commit_transaction(outgoing, offsets)
         except ClientFencedError as exc:
             raise FencedError(f"this worker was fenced by a newer instance: {exc}") from exc
         except (MessagingError, StaleBatchError) as exc:
             self._abort(outgoing, exc)
             return
+        except TransactionStuckError:
+            if not self._halt.is_set():
+                raise
+            log.warning(
+                "the worker is stopping with a transaction's commit unanswered; the "
+                "broker or the next instance with this transactional id resolves it"
+            )
+            return
         self._metrics.transactions.labels("committed").inc()
         for out in outgoing:
             self._count(out)
+
+    def _commit_transaction(
+        self, outgoing: list[Outgoing], offsets: dict[TopicPartition, int]
+    ) -> None:
+        """Send the offsets and commit, the tracker told that a commit is in flight."""
+        keys = {(o.origin.tp, o.origin.epoch) for o in outgoing}
+        if not self._tracker.begin_commit(keys):
+            raise StaleBatchError("a partition was revoked or rewound during the batch")
+        committed: dict[TopicPartition, int] | None = None  # the outcome unknown
+        try:
+            self._sink.commit_offsets(offsets, self._membership())
+            self._commit()
+            for out in outgoing:
+                self._tracker.ack(out.origin.tp, out.origin.epoch, out.origin.offset)
+            committed = offsets
+        except MessagingError:
+            for key in keys:  # before revocation can take a watermark: this batch is undone
+                self._tracker.fail(*key)
+            committed = {}  # refused, so never committed: it is aborted next
+            raise
+        finally:
+            self._tracker.end_commit((tp for tp, _ in keys), committed)
 
     def _commit(self) -> None:
         try:
@@ -178,6 +210,14 @@ class Delivery:
             self._sink.abort()
         except ClientFencedError as exc:
             raise FencedError(f"this worker was fenced by a newer instance: {exc}") from exc
+        except DeadlineError as exc:
+            if not self._halt.is_set():
+                raise
+            log.warning(
+                "the worker is stopping before an abort was answered; the broker or the next "
+                "instance with this transactional id aborts the transaction",
+                error=f"{type(exc).__name__}: {exc}",
+            )
         self._metrics.transactions.labels("aborted").inc()
         for key in {(o.origin.tp, o.origin.epoch) for o in outgoing}:
             self._tracker.fail(*key)

@@ -12,6 +12,16 @@ publish) is ignored, and stages drop work whose epoch is no longer current. A fa
 publish marks the partition for a rewind: the poll thread seeks back to the watermark and
 the partition starts a new epoch, so nothing after the failure can be committed past it.
 
+Exactly-once, a transaction's commit is bracketed by :meth:`OffsetTracker.begin_commit` and
+:meth:`OffsetTracker.end_commit`; :meth:`OffsetTracker.revoke` waits (up to its deadline) for
+commits in flight over the partitions it drops, so a revoked partition's watermark is never
+taken while its offsets may still be committed. No lock is held while the broker is asked
+anything: the tracker only counts commits in flight. A partition whose commit outlasts the
+revocation's deadline gets no watermark: where it resumes depends on the commit's outcome. If
+the same rebalance gives it back, it starts rewinding, its records discarded, until
+``end_commit`` tells the outcome: then it is sought to the committed offset, or to its old
+watermark if the transaction was aborted.
+
 All methods are thread-safe.
 """
 
@@ -33,6 +43,7 @@ class _Partition:
     next_offset: int | None = None
     committed: int | None = None
     rewinding: bool = False
+    """Its records are discarded until the poll thread seeks it (see ``rewinds``)."""
     outstanding: set[int] = field(default_factory=set)
     heap: list[int] = field(default_factory=list)
 
@@ -46,33 +57,69 @@ class OffsetTracker:
     """Outstanding offsets per assigned partition; see the module docstring."""
 
     def __init__(self) -> None:
-        self.guard = threading.RLock()
-        """Held while a transaction commits offsets, and while partitions are dropped."""
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._epochs = itertools.count(1)
         self._parts: dict[TopicPartition, _Partition] = {}
+        self._committing: dict[TopicPartition, int] = {}
+        """Transactions in flight (between begin_commit and end_commit) per partition."""
+        self._undecided: dict[TopicPartition, int] = {}
+        """Revoked while committing: the watermark to resume at if that transaction aborts."""
+        self._decided: dict[TopicPartition, int] = {}
+        """Revoked while committing, the outcome known since: where to resume."""
         self.acked = 0
         """Offsets acknowledged so far (all partitions): the commit-every-M-messages clock."""
 
     # -- assignment -------------------------------------------------------------------------
     def assign(self, partitions: Iterable[TopicPartition]) -> None:
-        """Start tracking ``partitions`` (already tracked ones keep their state)."""
+        """Start tracking ``partitions`` (already tracked ones keep their state). One revoked
+        while its transaction was committing starts rewinding (see the module docstring)."""
+        chosen = {TopicPartition(*tp) for tp in partitions}
         with self._lock:
-            for tp in partitions:
-                if tp not in self._parts:
-                    self._parts[TopicPartition(*tp)] = _Partition(next(self._epochs))
+            for tp in chosen - self._parts.keys():
+                state = _Partition(next(self._epochs))
+                if tp in self._undecided or tp in self._decided:
+                    state.rewinding, state.next_offset = True, self._decided.get(tp)
+                self._parts[tp] = state
+            for held in (self._undecided, self._decided):
+                for tp in held.keys() - chosen:  # another member's now: its commits decide
+                    del held[tp]
+            self._decided.clear()
 
     def drop(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
-        """Stop tracking ``partitions``; returns their watermarks (where to resume them)."""
-        with self.guard, self._changed:
-            marks = {}
-            for tp in partitions:
-                state = self._parts.pop(TopicPartition(*tp), None)
-                mark = state.watermark() if state else None
-                if mark is not None:
-                    marks[TopicPartition(*tp)] = mark
-            self._changed.notify_all()
+        """Stop tracking ``partitions`` now; returns their watermarks."""
+        with self._changed:
+            return self._drop({TopicPartition(*tp) for tp in partitions})
+
+    def _drop(self, partitions: set[TopicPartition]) -> dict[TopicPartition, int]:
+        marks = {}
+        for tp in partitions:
+            state = self._parts.pop(tp, None)
+            mark = state.watermark() if state else None
+            if mark is not None:
+                marks[tp] = mark
+        self._changed.notify_all()
+        return marks
+
+    def revoke(
+        self, partitions: Iterable[TopicPartition], timeout_s: float, *, resume: bool
+    ) -> dict[TopicPartition, int]:
+        """Wait up to ``timeout_s`` for transactions committing over ``partitions``, then stop
+        tracking them; returns the watermarks of those with no commit in flight. ``resume``:
+        the same rebalance may give them back with their fetch positions kept (the eager
+        ``range`` assignor), so a partition still committing is held until its outcome."""
+        chosen = {TopicPartition(*tp) for tp in partitions}
+        deadline = time.monotonic() + timeout_s
+        with self._changed:
+            while (busy := chosen & self._committing.keys()) and (
+                remaining := deadline - time.monotonic()
+            ) > 0:
+                self._changed.wait(remaining)
+            marks = self._drop(chosen)  # under the same lock: no commit can begin meanwhile
+            for tp in busy & marks.keys():
+                mark = marks.pop(tp)
+                if resume:
+                    self._undecided[tp] = mark
             return marks
 
     def partitions(self) -> set[TopicPartition]:
@@ -105,8 +152,44 @@ class OffsetTracker:
 
     def is_current(self, tp: TopicPartition, epoch: int) -> bool:
         with self._lock:
-            state = self._parts.get(tp)
-            return state is not None and state.epoch == epoch and not state.rewinding
+            return self._current(tp, epoch)
+
+    def _current(self, tp: TopicPartition, epoch: int) -> bool:
+        state = self._parts.get(tp)
+        return state is not None and state.epoch == epoch and not state.rewinding
+
+    # -- transactions -----------------------------------------------------------------------
+    def begin_commit(self, keys: Iterable[tuple[TopicPartition, int]]) -> bool:
+        """A transaction over these (partition, epoch) pairs starts committing; False (and
+        nothing started) when one of them is no longer current. Pair with :meth:`end_commit`."""
+        chosen = set(keys)
+        with self._lock:
+            if not all(self._current(tp, epoch) for tp, epoch in chosen):
+                return False
+            for tp in {tp for tp, _ in chosen}:
+                self._committing[tp] = self._committing.get(tp, 0) + 1
+            return True
+
+    def end_commit(
+        self, partitions: Iterable[TopicPartition], committed: dict[TopicPartition, int] | None
+    ) -> None:
+        """The transaction begun with :meth:`begin_commit` is over: ``committed`` holds the
+        offsets it committed ({} when it was aborted; None when its outcome is unknown)."""
+        with self._changed:
+            for tp in set(partitions):
+                left = self._committing.pop(tp, 0) - 1
+                if left > 0:
+                    self._committing[tp] = left
+                if committed is not None and tp in self._undecided:
+                    self._decide(tp, committed.get(tp, self._undecided.pop(tp)))
+            self._changed.notify_all()
+
+    def _decide(self, tp: TopicPartition, offset: int) -> None:
+        state = self._parts.get(tp)
+        if state is None:  # not given back yet: assign() starts it there
+            self._decided[tp] = offset
+        elif state.rewinding and state.watermark() is None:  # given back, waiting
+            state.next_offset = offset
 
     # -- failures and rewinds ---------------------------------------------------------------
     def fail(self, tp: TopicPartition, epoch: int) -> None:

@@ -25,10 +25,14 @@ and kafka-python then starts it afresh from the committed offset; a watermark ke
 revocation would be stale by then (another member may have committed past it), so none is
 kept.
 
-Shutdown: :meth:`Pipeline.stop` (from a signal) ends polling; the intake gets ``END``; the
-assembler flushes; scoring and delivery finish, the producer flushes; the poll thread keeps
-polling (partitions paused) and committing until everything is acknowledged or
-``drain_timeout_s`` has passed; then a final commit.
+Shutdown: :meth:`Pipeline.stop` (from a signal) ends polling and starts one deadline,
+``drain_timeout_s`` from the stop, that covers the whole drain however the broker behaves:
+the intake gets ``END``; the assembler flushes; scoring and delivery finish, the producer
+flushes; the poll thread keeps polling (partitions paused) and committing until everything
+is acknowledged or the deadline has passed; then a final commit of what was acknowledged. A
+flush that runs out of time is logged and the drain goes on. Every commit, the final one and
+the clients' closes (:meth:`Pipeline.time_left`) get what is left of the deadline, at least
+``LAST_REQUEST_S``; a revocation during the drain waits no longer than the deadline either.
 """
 
 from __future__ import annotations
@@ -61,6 +65,9 @@ from worker.swap import ModelSlot
 log = get_logger("worker.pipeline")
 
 LAG_INTERVAL_S = 5.0
+LAST_REQUEST_S = 0.5
+"""Once the drain deadline has passed, each request still made (the final commit, leaving
+the group, closing the producer) gets this long."""
 
 
 class Pipeline:
@@ -86,6 +93,8 @@ class Pipeline:
         self.metrics = metrics
         self.tracker = OffsetTracker()
         self.stopping = threading.Event()
+        self.deadline: float | None = None
+        """When the drain must be over (``time.monotonic``); set by :meth:`stop`."""
         self.halt = halt or threading.Event()
         """Set when the stages must stop at once (the end of a drain, a failure)."""
         self.intake: Intake = queue.Queue()
@@ -161,8 +170,18 @@ class Pipeline:
 
     # -- lifecycle --------------------------------------------------------------------------
     def stop(self) -> None:
-        """Ask for a graceful stop: finish what is in flight, commit, return from run()."""
+        """Ask for a graceful stop: finish what is in flight, commit, return from run(), all
+        within ``drain_timeout_s`` from now."""
+        if self.deadline is None:
+            self.deadline = time.monotonic() + self.settings.drain_timeout_s
         self.stopping.set()
+
+    def time_left(self) -> float | None:
+        """How long a request may take now: None (its own timeout) until stopping, then what
+        is left of the drain deadline, at least ``LAST_REQUEST_S``."""
+        if self.deadline is None:
+            return None
+        return max(LAST_REQUEST_S, self.deadline - time.monotonic())
 
     def run(self) -> None:
         """Consume until stopped; raises what a stage died of."""
@@ -193,8 +212,10 @@ class Pipeline:
         self._report_lag()
 
     def drain(self) -> None:
-        """Finish in-flight work within ``drain_timeout_s``, then commit what was acknowledged."""
-        deadline = time.monotonic() + self.settings.drain_timeout_s
+        """Finish in-flight work within the drain deadline, then commit what was acknowledged."""
+        if self.deadline is None:
+            self.deadline = time.monotonic() + self.settings.drain_timeout_s
+        deadline = self.deadline
         self.source.pause(self.source.assignment())
         self.intake.put(END)
         last = self.stages[-1].thread
@@ -203,7 +224,7 @@ class Pipeline:
             self.source.poll(self.settings.poll_timeout_ms)  # keeps membership; all paused
             self._maybe_commit()
         if not self._failed():
-            self.sink.flush(max(0.1, deadline - time.monotonic()))
+            self._flush(deadline)
         drained = self.tracker.wait_drained(None, max(0.0, deadline - time.monotonic()))
         self._commit()
         left = self.tracker.outstanding()
@@ -213,6 +234,17 @@ class Pipeline:
                 "drain deadline passed; unfinished messages will be read again",
                 outstanding=left,
                 drain_timeout_s=self.settings.drain_timeout_s,
+            )
+
+    def _flush(self, deadline: float) -> None:
+        """Wait for the producer's outstanding acknowledgements until ``deadline``; those
+        still missing then are not committed (the final commit takes only acked offsets)."""
+        try:
+            self.sink.flush(max(0.0, deadline - time.monotonic()))
+        except MessagingError as exc:
+            log.warning(
+                "producer flush ran out of time; unacknowledged results are not committed",
+                error=f"{type(exc).__name__}: {exc}",
             )
 
     # -- the poll thread's steps ------------------------------------------------------------
@@ -278,7 +310,7 @@ class Pipeline:
         if not offsets:
             return
         try:
-            self.source.commit(offsets)
+            self.source.commit(offsets, self.time_left())
         except MessagingError as exc:
             self.metrics.commits.labels("failed").inc()
             log.warning("offset commit failed; it is retried", error=f"{type(exc).__name__}: {exc}")
@@ -356,9 +388,16 @@ class Pipeline:
         self._joining_since = time.monotonic()
         self._left_at = self.source.membership().generation_id
         self.metrics.rebalances.labels("revoked").inc(len(partitions))
-        drained = self.tracker.wait_drained(partitions, self.settings.revoke_timeout_s)
+        left_s = self.time_left()
+        budget_s = self.settings.revoke_timeout_s if left_s is None else left_s
+        deadline = time.monotonic() + min(self.settings.revoke_timeout_s, budget_s)
+        drained = self.tracker.wait_drained(partitions, deadline - time.monotonic())
         left = self.tracker.outstanding(partitions)
-        marks = self.tracker.drop(partitions)
+        marks = self.tracker.revoke(
+            partitions,
+            max(0.0, deadline - time.monotonic()),
+            resume=self.settings.assignor == "range",
+        )
         if self.settings.assignor == "range":
             self._resume.update(marks)
         if marks and not self.settings.exactly_once:

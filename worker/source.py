@@ -41,7 +41,8 @@ class Source(Protocol):
 
     def seek(self, tp: TopicPartition, offset: int) -> None: ...
 
-    def commit(self, offsets: dict[TopicPartition, int]) -> None: ...
+    def commit(self, offsets: dict[TopicPartition, int], timeout_s: float | None = None) -> None:
+        """Commit and wait for the answer, at most ``timeout_s`` (None: the client's own)."""
 
     def commit_nowait(self, offsets: dict[TopicPartition, int]) -> None: ...
 
@@ -49,7 +50,8 @@ class Source(Protocol):
 
     def lag(self) -> dict[TopicPartition, int]: ...
 
-    def close(self) -> None: ...
+    def close(self, timeout_s: float | None = None) -> None:
+        """Leave the group, waiting at most ``timeout_s`` (None: the client's own)."""
 
 
 def open_source(kafka: KafkaSettings, settings: WorkerSettings, worker_id: str) -> Consumer:

@@ -8,6 +8,7 @@ the sink acknowledges each send through its callback (or refuses chosen ones onc
 from __future__ import annotations
 
 import json
+import queue
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from messaging import GroupMembership, RebalanceHandler, Record, TopicPartition
-from messaging.errors import UndecodableError
+from messaging.errors import DeadlineError, UndecodableError
 from messaging.producer import Done
 
 POISON = "POISON"
@@ -152,7 +153,7 @@ class FakeSource:
     def seek(self, tp: TopicPartition, offset: int) -> None:
         self.positions[tp] = offset
 
-    def commit(self, offsets: dict[TopicPartition, int]) -> None:
+    def commit(self, offsets: dict[TopicPartition, int], timeout_s: float | None = None) -> None:
         self.committed.update(offsets)
 
     def commit_nowait(self, offsets: dict[TopicPartition, int]) -> None:
@@ -170,7 +171,7 @@ class FakeSource:
     def lag(self) -> dict[TopicPartition, int]:
         return {tp: len(self.data[tp]) - self.positions[tp] for tp in self.assigned}
 
-    def close(self) -> None:
+    def close(self, timeout_s: float | None = None) -> None:
         """Nothing to release."""
 
 
@@ -218,3 +219,64 @@ class FakeSink:
 
     def close(self, timeout_s: float) -> None:
         """Nothing to release."""
+
+
+class LateSink(FakeSink):
+    """Answers like the real producer: from a thread of its own, ``delay_s`` after each send,
+    and only the first ``answered`` sends until :meth:`release` (a broker that stops answering
+    mid-stream). ``flush`` waits for every answer with one deadline and raises DeadlineError
+    past it, as :meth:`messaging.Producer.flush` does."""
+
+    def __init__(self, answered: int, delay_s: float = 0.01) -> None:
+        super().__init__()
+        self.answered, self.delay_s = answered, delay_s
+        self.sends = 0
+        self._queue: queue.Queue[tuple[tuple[str, bytes | None, bytes], Done | None]] = (
+            queue.Queue()
+        )
+        self._held: list[tuple[tuple[str, bytes | None, bytes], Done | None]] = []
+        self._pending = 0
+        self._released = False
+        self._changed = threading.Condition()
+        threading.Thread(target=self._answer, name="late-sink", daemon=True).start()
+
+    def send(self, topic: str, key: bytes | None, value: bytes, on_done: Done | None) -> None:
+        with self._changed:
+            self.sends += 1
+            self._pending += 1
+        self._queue.put(((topic, key, value), on_done))
+
+    def release(self) -> None:
+        """The broker answers again: every held send is acknowledged."""
+        with self._changed:
+            self._released = True
+            held, self._held = self._held, []
+        for record, on_done in held:
+            self._done(record, on_done)
+
+    def _answer(self) -> None:
+        answered = 0
+        while True:
+            record, on_done = self._queue.get()
+            threading.Event().wait(self.delay_s)
+            with self._changed:
+                hold = answered >= self.answered and not self._released
+                if hold:
+                    self._held.append((record, on_done))
+            if not hold:
+                answered += 1
+                self._done(record, on_done)
+
+    def _done(self, record: tuple[str, bytes | None, bytes], on_done: Done | None) -> None:
+        with self._lock:
+            self.sent.append(record)
+        if on_done is not None:
+            on_done(None)
+        with self._changed:
+            self._pending -= 1
+            self._changed.notify_all()
+
+    def flush(self, timeout_s: float) -> None:
+        with self._changed:
+            if not self._changed.wait_for(lambda: self._pending == 0, timeout_s):
+                raise DeadlineError(f"flushing: {self._pending} records without an answer")

@@ -14,14 +14,20 @@ from typing import Any
 import numpy as np
 import pytest
 
+from messaging import (
+    DeadlineError,
+    GroupMembership,
+    MessagingError,
+    RetriableError,
+    TopicPartition,
+)
 from messaging import FencedError as ClientFencedError
-from messaging import GroupMembership, MessagingError, RetriableError, TopicPartition
 from messaging.producer import Done
 from schemas import Article
 from tests.worker.fakes import FakeModel
 from worker.assembler import ModelBatch
 from worker.batcher import Batch
-from worker.delivery import Delivery
+from worker.delivery import Delivery, TransactionStuckError
 from worker.errors import FencedError
 from worker.inference import Scored
 from worker.items import Item, Origin
@@ -78,7 +84,9 @@ MEMBER = GroupMembership("workers", 7, "member-1", None)
 
 
 def setup(
-    sink: TransactionLog, membership: GroupMembership = MEMBER
+    sink: TransactionLog,
+    membership: GroupMembership = MEMBER,
+    halt: threading.Event | None = None,
 ) -> tuple[Delivery, OffsetTracker, Answered]:
     tracker = OffsetTracker()
     tracker.assign([P0, P1])
@@ -103,7 +111,7 @@ def setup(
         metrics=Metrics(),
         exactly_once=True,
         membership=lambda: membership,
-        halt=threading.Event(),
+        halt=halt or threading.Event(),
     )
     return delivery, tracker, answered
 
@@ -157,3 +165,78 @@ def test_a_fenced_producer_stops_the_worker() -> None:
     delivery, _, answered = setup(sink)
     with pytest.raises(FencedError, match="fenced"):
         delivery.deliver(answered)
+
+
+class Unanswered(TransactionLog):
+    """Like the real producer while the broker does not answer: ``commit_offsets`` waits
+    (until the test answers for the broker), as kafka-python does within its deadline."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting = threading.Event()
+        self.answer = threading.Event()
+
+    def commit_offsets(
+        self, offsets: dict[TopicPartition, int], membership: GroupMembership
+    ) -> None:
+        self.waiting.set()
+        assert self.answer.wait(30)
+        super().commit_offsets(offsets, membership)
+
+
+def test_a_revocation_is_not_held_up_by_a_commit_the_broker_does_not_answer() -> None:
+    """No lock is held across the request: the revocation takes its partitions at its own
+    deadline, without watermarks (the commit's outcome is unknown); given back, they resume
+    where the late commit's outcome says."""
+    sink = Unanswered()
+    delivery, tracker, answered = setup(sink)
+    delivering = threading.Thread(target=delivery.deliver, args=(answered,), daemon=True)
+    delivering.start()
+    assert sink.waiting.wait(10)
+    dropped: list[object] = []
+    revoking = threading.Thread(
+        target=lambda: dropped.append(tracker.revoke([P0, P1], timeout_s=0.1, resume=True)),
+        daemon=True,
+    )
+    revoking.start()
+    revoking.join(10)
+    try:
+        assert not revoking.is_alive(), "the revocation waited for the broker's answer"
+        assert dropped == [{}]
+        tracker.assign([P0, P1])
+    finally:
+        sink.answer.set()
+        delivering.join(10)
+    assert not delivering.is_alive()
+    assert sink.calls[-1] == ("commit",)
+    assert tracker.acked == 0
+    assert tracker.rewinds() == {P0: 7, P1: 3}
+
+
+def test_a_transaction_given_up_because_the_worker_halts_ends_the_delivery_quietly() -> None:
+    """At the drain deadline the producer's waits end at once (DeadlineError); the broker
+    or the next instance aborts the transaction, and the stage ends without a failure."""
+    given_up = DeadlineError("sending the offsets to the transaction: given up")
+    sink = TransactionLog(
+        fail={"commit_offsets": given_up, "abort": DeadlineError("aborting: given up")}
+    )
+    halt = threading.Event()
+    halt.set()
+    delivery, tracker, answered = setup(sink, halt=halt)
+    delivery.deliver(answered)
+    assert [c[0] for c in sink.calls][-1] == "abort"
+    assert tracker.rewinds() == {P0: 5, P1: 2}
+    assert tracker.acked == 0
+
+
+def test_a_commit_without_an_answer_stops_the_worker_unless_it_is_already_stopping() -> None:
+    sink = TransactionLog(fail={"commit": DeadlineError("no answer within 30 s")})
+    delivery, tracker, answered = setup(sink)
+    with pytest.raises(TransactionStuckError):
+        delivery.deliver(answered)
+    halt = threading.Event()
+    halt.set()
+    sink = TransactionLog(fail={"commit": DeadlineError("given up, the worker is stopping")})
+    delivery, tracker, answered = setup(sink, halt=halt)
+    delivery.deliver(answered)
+    assert tracker.acked == 0

@@ -123,3 +123,85 @@ def test_the_watermark_never_passes_an_unacknowledged_offset(order: list[int], a
     mark = tracker.committable().get(TP, 0)
     assert all(offset in acked for offset in range(mark))
     assert mark == 30 or mark not in acked
+
+
+def test_a_revocation_waits_for_a_commit_in_flight_and_then_resumes_past_it() -> None:
+    tracker = tracker_with()
+    epoch = tracker.register(TP, 0)
+    assert epoch is not None
+    assert tracker.begin_commit({(TP, epoch)})
+
+    def committed() -> None:
+        tracker.ack(TP, epoch, 0)
+        tracker.end_commit([TP], {TP: 1})
+
+    threading.Timer(0.05, committed).start()
+    assert tracker.revoke([TP], timeout_s=10, resume=True) == {TP: 1}
+
+
+def commit_outlasting_the_revocation() -> tuple[OffsetTracker, int]:
+    """TP (offsets 0-1) revoked while its commit of offset 0 is in flight, then given back
+    (OTHER, nothing in flight, is revoked with a watermark)."""
+    tracker = tracker_with(TP, OTHER)
+    epoch = tracker.register(TP, 0)
+    tracker.register(TP, 1)
+    other = tracker.register(OTHER, 7)
+    assert epoch is not None and other is not None
+    assert tracker.begin_commit({(TP, epoch)})
+    assert tracker.revoke([TP, OTHER], timeout_s=0.05, resume=True) == {OTHER: 7}
+    assert tracker.partitions() == set()
+    tracker.assign([TP])
+    assert tracker.register(TP, 1) is None, "records are discarded while the outcome is unknown"
+    assert tracker.rewinds() == {}
+    return tracker, epoch
+
+
+def test_a_partition_given_back_while_its_commit_is_undecided_resumes_past_a_commit() -> None:
+    tracker, epoch = commit_outlasting_the_revocation()
+    tracker.end_commit([TP], {TP: 1})
+    assert not tracker.ack(TP, epoch, 0)  # the old epoch's acknowledgement is stale
+    assert tracker.rewinds() == {TP: 1}
+
+
+def test_a_partition_given_back_while_its_commit_is_undecided_resumes_at_an_abort() -> None:
+    tracker, _ = commit_outlasting_the_revocation()
+    tracker.end_commit([TP], {})
+    assert tracker.rewinds() == {TP: 0}
+
+
+def test_an_outcome_that_comes_before_the_partition_is_given_back_is_where_it_starts() -> None:
+    tracker = tracker_with()
+    epoch = tracker.register(TP, 4)
+    assert epoch is not None
+    assert tracker.begin_commit({(TP, epoch)})
+    assert tracker.revoke([TP], timeout_s=0, resume=True) == {}
+    tracker.end_commit([TP], {TP: 5})
+    tracker.assign([TP])
+    assert tracker.rewinds() == {TP: 5}
+    tracker.assign([])  # a later rebalance: nothing of it is kept
+    tracker.drop([TP])
+    tracker.assign([TP])
+    assert tracker.rewinds() == {} and tracker.register(TP, 9) is not None
+
+
+def test_without_resume_a_partition_still_committing_is_only_dropped() -> None:
+    """Cooperative rebalancing: kafka-python restarts it from the committed offset."""
+    tracker = tracker_with()
+    epoch = tracker.register(TP, 4)
+    assert epoch is not None
+    assert tracker.begin_commit({(TP, epoch)})
+    assert tracker.revoke([TP], timeout_s=0, resume=False) == {}
+    tracker.end_commit([TP], {TP: 5})
+    tracker.assign([TP])
+    assert tracker.register(TP, 3) is not None
+
+
+def test_a_commit_cannot_begin_for_a_partition_that_was_dropped_or_rewound() -> None:
+    tracker = tracker_with(TP, OTHER)
+    epoch = tracker.register(TP, 0)
+    other = tracker.register(OTHER, 0)
+    assert epoch is not None and other is not None
+    tracker.fail(OTHER, other)
+    assert not tracker.begin_commit({(TP, epoch), (OTHER, other)})
+    tracker.drop([TP])
+    assert not tracker.begin_commit({(TP, epoch)})

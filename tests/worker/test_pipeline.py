@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from model.errors import ArtifactError, ModelError
-from tests.worker.fakes import POISON, FakeModel, FakeSink, FakeSource, article
+from tests.worker.fakes import POISON, FakeModel, FakeSink, FakeSource, LateSink, article
 from worker import models
 from worker.inference import Scorer
 from worker.metrics import Metrics
@@ -249,6 +249,31 @@ def test_stop_drains_in_flight_batches_and_commits_only_what_was_published() -> 
     published = {r["source"]["offset"] for r in harness.predictions()}
     assert committed > 0
     assert set(range(committed)) <= published
+    assert harness.pipeline.tracker.partitions() == set()
+
+
+def test_a_flush_that_runs_out_of_time_ends_the_drain_with_a_commit_of_what_was_acked() -> None:
+    """The broker stops answering after 60 results: the drain's flush runs out of time, the
+    drain goes on, and its final commit (the only one here) stops at the first result
+    without an answer."""
+    source = FakeSource(TOPIC, {0: [article(i) for i in range(100)]})
+    sink = LateSink(answered=60)
+    harness = Harness(
+        source,
+        sink,
+        FakeModel(),
+        drain_timeout_s=0.5,
+        commit_interval_ms=600_000,
+        commit_every_messages=10_000,
+    )
+    try:
+        with harness.running():
+            wait_until(lambda: sink.sends == 100 and len(sink.sent) == 60)
+            assert source.committed == {}
+            harness.pipeline.stop()
+    finally:
+        sink.release()
+    assert source.committed == {P0: 60}
     assert harness.pipeline.tracker.partitions() == set()
 
 
