@@ -6,15 +6,16 @@ Normalisation is NFKC, lower-casing and every digit mapped to ``0`` (so "1.25 ml
 Truncation rule: an article keeps its *first* ``max_tokens`` tokens. ``Article.text`` puts the
 title first, so the title and the lead, where news states its subject, always survive.
 
-Bounded work per text: a text is cut to a head of ``CHARS_PER_TOKEN`` characters per token it
-may keep *before* it is normalised, and texts are encoded in sub-batches of at most
-``SUB_BATCH_CHARS`` characters. NFKC can turn one character into many tokens (U+FDFA, 3 UTF-8
-bytes, becomes 18 characters and 4 words), so the whole of a 256 KiB body could become a
-quarter of a million tokens; its head cannot. The cut never changes the ids: normalisation and
-pre-tokenisation only look at neighbouring characters, so a head's tokens are the text's own
-except the last one or two, where the cut falls. A head that yields more than
-``max_tokens + TOKEN_MARGIN`` tokens therefore gives exactly the text's first ``max_tokens``;
-one that yields fewer (long words) is doubled and encoded again, up to the whole text.
+Bounded work per text: a text is cut to a head of ``CHARS_PER_TOKEN`` characters per token
+it may keep *before* it is normalised (fewer where NFKC lengthens that head), and texts are
+encoded in sub-batches of at most ``SUB_BATCH_CHARS`` characters. NFKC can turn one character
+into many tokens (U+FDFA, 3 UTF-8 bytes, becomes 18 characters and 4 words), so the whole of
+a 256 KiB body could become a quarter of a million tokens; its head cannot. The cut never
+changes the ids: normalisation and pre-tokenisation only look at neighbouring characters, so
+a head's tokens are the text's own except the last one or two, where the cut falls. A head
+that yields more than ``max_tokens + TOKEN_MARGIN`` tokens therefore gives exactly the text's
+first ``max_tokens``; one that yields fewer (long words) is doubled and encoded again, up to
+the whole text.
 
 Every string encodes to at least one id: text with no tokens (empty, only spaces) becomes the
 single ``[UNK]`` id, and text Python holds but UTF-8 cannot (lone surrogates) has those code
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -89,20 +91,30 @@ class TextEncoder:
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids per text, in order; each list has 1..``max_tokens`` ids."""
-        ids: list[list[int] | None] = [None] * len(texts)
+        ids: list[list[int]] = [[] for _ in texts]
+        cuts = [self._first_cut(text) for text in texts]
         pending = list(range(len(texts)))
-        cut = CHARS_PER_TOKEN * (self.max_tokens + TOKEN_MARGIN)
         while pending:
-            heads = [texts[i][:cut] for i in pending]
+            heads = [texts[i][: cuts[i]] for i in pending]
             encoded = [row for part in _sub_batches(heads) for row in self._encode_all(part)]
             left = []
             for i, head_ids in zip(pending, encoded, strict=True):
-                if len(texts[i]) <= cut or len(head_ids) > self.max_tokens + TOKEN_MARGIN:
+                if len(texts[i]) <= cuts[i] or len(head_ids) > self.max_tokens + TOKEN_MARGIN:
                     ids[i] = head_ids[: self.max_tokens] or [UNK_ID]
                 else:  # the head holds too few tokens to be sure of them: a longer one
+                    cuts[i] *= 2
                     left.append(i)
-            pending, cut = left, cut * 2
-        return [row or [UNK_ID] for row in ids]
+            pending = left
+        return ids
+
+    def _first_cut(self, text: str) -> int:
+        """Characters of ``text`` to encode first: fewer where NFKC expands its head."""
+        cut = CHARS_PER_TOKEN * (self.max_tokens + TOKEN_MARGIN)
+        head = text[:cut]
+        if len(text) <= cut or head.isascii() or unicodedata.is_normalized("NFKC", head):
+            return cut
+        grown = len(unicodedata.normalize("NFKC", head))
+        return max(self.max_tokens + TOKEN_MARGIN, cut * len(head) // max(grown, len(head)))
 
     def _encode_all(self, texts: list[str]) -> list[list[int]]:
         """Each text's ids, up to one more than a head needs (the rest is never used)."""
