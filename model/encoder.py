@@ -95,7 +95,7 @@ class TextEncoder:
         cuts = [self._first_cut(text) for text in texts]
         pending = list(range(len(texts)))
         while pending:
-            heads = [texts[i][: cuts[i]] for i in pending]
+            heads = (texts[i][: cuts[i]] for i in pending)  # cut as each sub-batch is formed
             encoded = [row for part in _sub_batches(heads) for row in self._encode_all(part)]
             left = []
             for i, head_ids in zip(pending, encoded, strict=True):
@@ -150,7 +150,7 @@ class TextEncoder:
         return hashlib.sha256(self.to_json().encode()).hexdigest()
 
 
-def _sub_batches(texts: list[str]) -> Iterator[list[str]]:
+def _sub_batches(texts: Iterable[str]) -> Iterator[list[str]]:
     """``texts`` in order, in runs of at most ``SUB_BATCH_CHARS`` characters (or one text)."""
     run: list[str] = []
     size = 0
