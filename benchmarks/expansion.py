@@ -11,7 +11,8 @@ texts as the worker polls them:
 - 40 bodies of U+FDFA at the 256 KiB limit, in one chunk: seconds for the chunk, and the
   growth of peak resident memory (``ru_maxrss``) of a fresh process encoding it.
 
-Each figure is the median of ``repeats`` runs, the two paths interleaved.
+Rates are medians of ``repeats`` runs, the two paths taking turns to go first; the
+expanding bodies run after them, ``wide-repeats`` times per path.
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ def expanding(path_name: str) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.expansion", description=__doc__)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--wide-repeats", type=int, default=1)
     parser.add_argument("--child", choices=sorted(PATHS), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -95,11 +97,14 @@ def main() -> None:
         assert PATHS["cut"](encoder, chosen) == full_path(encoder, chosen), name
     rates: dict[tuple[str, str], list[float]] = {}
     wide: dict[str, list[dict[str, float]]] = {name: [] for name in PATHS}
-    for _ in range(args.repeats):
-        for path_name, path in PATHS.items():
-            for set_name, chosen in sets.items():
-                rate = articles_per_s(encoder, path, chosen)
+    for repeat in range(args.repeats):
+        order = list(PATHS) if repeat % 2 == 0 else list(reversed(PATHS))
+        for set_name, chosen in sets.items():
+            for path_name in order:
+                rate = articles_per_s(encoder, PATHS[path_name], chosen)
                 rates.setdefault((set_name, path_name), []).append(rate)
+    for _ in range(args.wide_repeats):
+        for path_name in PATHS:
             wide[path_name].append(expanding(path_name))
     print(f"ordinary articles: {source}, {len(texts)} texts, median {_median_chars(texts)} chars")
     print(f"long articles: {len(long_texts)} texts, median {_median_chars(long_texts)} chars")
