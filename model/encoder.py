@@ -43,6 +43,8 @@ CHARS_PER_TOKEN = 8
 """Characters of a text's head per token kept: English averages about 6 with the spaces."""
 TOKEN_MARGIN = 8
 """Tokens a head must yield beyond ``max_tokens`` for its first ``max_tokens`` to be exact."""
+MIN_CUT = 64
+"""The shortest first head, however much NFKC lengthens it."""
 SUB_BATCH_CHARS = 1 << 15
 """Characters of heads encoded in one tokenizer call (a text longer than this goes alone)."""
 
@@ -108,13 +110,18 @@ class TextEncoder:
         return ids
 
     def _first_cut(self, text: str) -> int:
-        """Characters of ``text`` to encode first: fewer where NFKC expands its head."""
+        """Characters of ``text`` to encode first: fewer where NFKC lengthens its head.
+
+        The growth is measured on the head's first ``max_tokens + TOKEN_MARGIN`` characters
+        (Python's NFKC is slow on the characters that expand most).
+        """
         cut = CHARS_PER_TOKEN * (self.max_tokens + TOKEN_MARGIN)
         head = text[:cut]
         if len(text) <= cut or head.isascii() or unicodedata.is_normalized("NFKC", head):
             return cut
-        grown = len(unicodedata.normalize("NFKC", head))
-        return max(self.max_tokens + TOKEN_MARGIN, cut * len(head) // max(grown, len(head)))
+        sample = head[: self.max_tokens + TOKEN_MARGIN]
+        grown = max(len(unicodedata.normalize("NFKC", sample)), len(sample))
+        return max(MIN_CUT, cut * len(sample) // grown)
 
     def _encode_all(self, texts: list[str]) -> list[list[int]]:
         """Each text's ids, up to one more than a head needs (the rest is never used)."""
