@@ -32,6 +32,8 @@ log = get_logger("messaging.consumer")
 Assignor = Literal["range", "cooperative-sticky"]
 ASSIGNORS = {"range": RangePartitionAssignor, "cooperative-sticky": CooperativeStickyAssignor}
 UNDECODABLE = (kafka_errors.UnsupportedCodecError, kafka_errors.CorruptRecordError)
+LAG_TIMEOUT_MS = 2_000
+"""How long :meth:`Consumer.lag` waits for the broker's end or committed offsets."""
 
 
 class RebalanceHandler(Protocol):
@@ -255,24 +257,48 @@ class Consumer:
         self._last_offsets.pop(tp, None)
 
     def lag(self) -> dict[TopicPartition, int]:
-        """Per assigned partition: messages between the fetch position and the high watermark.
+        """Per assigned partition: messages between the fetch position and the end offset.
 
-        A partition not polled yet counts from its position (its committed offset, or where
-        ``auto_offset_reset`` put it), not from the high watermark.
+        The end is the high watermark of the partition's last fetch; a partition not fetched
+        yet (just assigned, or paused since it was) asks the broker for its end offset. A
+        partition not polled yet counts from its position, else its committed offset. A
+        partition whose end or position the broker does not give within ``LAG_TIMEOUT_MS``
+        is left out until the next call.
         """
+        assigned = self.assignment()
+        ends = {tp: self._consumer.highwater(kafka_tp(tp)) for tp in assigned}
+        ends |= self._end_offsets({tp for tp, end in ends.items() if end is None})
         lags = {}
-        for tp in self.assignment():
-            high = self._consumer.highwater(kafka_tp(tp))
-            if high is None:
-                continue
-            last = self._last_offsets.get(tp)
-            if last is not None:
-                lags[tp] = max(0, high - last - 1)
-                continue
-            position = self._position_nowait(tp)
-            if position is not None:
-                lags[tp] = max(0, high - position)
+        for tp, end in ends.items():
+            position = self._read_from(tp)
+            if end is not None and position is not None:
+                lags[tp] = max(0, end - position)
         return lags
+
+    def _read_from(self, tp: TopicPartition) -> int | None:
+        """The next offset this member reads from ``tp`` (None when nobody knows yet)."""
+        last = self._last_offsets.get(tp)
+        if last is not None:
+            return last + 1
+        position = self._position_nowait(tp)
+        if position is not None:
+            return position
+        try:
+            committed = self._consumer.committed(kafka_tp(tp), timeout_ms=LAG_TIMEOUT_MS)
+        except kafka_errors.KafkaError:
+            return None
+        return None if committed is None else int(committed)
+
+    def _end_offsets(self, partitions: set[TopicPartition]) -> dict[TopicPartition, int | None]:
+        if not partitions:
+            return {}
+        try:
+            ends = self._consumer.end_offsets(
+                [kafka_tp(tp) for tp in partitions], timeout_ms=LAG_TIMEOUT_MS
+            )
+        except kafka_errors.KafkaError:  # a broker away: no figure this time
+            return {}
+        return {TopicPartition(tp.topic, tp.partition): int(end) for tp, end in ends.items()}
 
     def _position_nowait(self, tp: TopicPartition) -> int | None:
         subscription = getattr(self._consumer, "_subscription", None)

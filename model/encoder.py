@@ -6,6 +6,17 @@ Normalisation is NFKC, lower-casing and every digit mapped to ``0`` (so "1.25 ml
 Truncation rule: an article keeps its *first* ``max_tokens`` tokens. ``Article.text`` puts the
 title first, so the title and the lead, where news states its subject, always survive.
 
+Bounded work per text: a text is cut to a head of ``CHARS_PER_TOKEN`` characters per token
+it may keep *before* it is normalised (fewer where NFKC lengthens that head), and texts are
+encoded in sub-batches of at most ``SUB_BATCH_CHARS`` characters. NFKC can turn one character
+into many tokens (U+FDFA, 3 UTF-8 bytes, becomes 18 characters and 4 words), so the whole of
+a 256 KiB body could become a quarter of a million tokens; its head cannot. The cut never
+changes the ids: normalisation and pre-tokenisation only look at neighbouring characters, so
+a head's tokens are the text's own except the last one or two, where the cut falls. A head
+that yields more than ``max_tokens + TOKEN_MARGIN`` tokens therefore gives exactly the text's
+first ``max_tokens``; one that yields fewer (long words) is doubled and encoded again, up to
+the whole text.
+
 Every string encodes to at least one id: text with no tokens (empty, only spaces) becomes the
 single ``[UNK]`` id, and text Python holds but UTF-8 cannot (lone surrogates) has those code
 points replaced before encoding. Id 0 is ``[PAD]`` and never comes out of :meth:`encode`.
@@ -15,7 +26,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+import unicodedata
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
@@ -27,6 +39,14 @@ UNK = "[UNK]"
 PAD_ID = 0
 UNK_ID = 1
 DEFAULT_MAX_TOKENS = 512
+CHARS_PER_TOKEN = 8
+"""Characters of a text's head per token kept: English averages about 6 with the spaces."""
+TOKEN_MARGIN = 8
+"""Tokens a head must yield beyond ``max_tokens`` for its first ``max_tokens`` to be exact."""
+MIN_CUT = 64
+"""The shortest first head, however much NFKC lengthens it."""
+SUB_BATCH_CHARS = 1 << 15
+"""Characters of heads encoded in one tokenizer call (a text longer than this goes alone)."""
 
 
 @dataclass(frozen=True)
@@ -73,15 +93,48 @@ class TextEncoder:
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids per text, in order; each list has 1..``max_tokens`` ids."""
+        ids: list[list[int]] = [[] for _ in texts]
+        cuts = [self._first_cut(text) for text in texts]
+        pending = list(range(len(texts)))
+        while pending:
+            heads = (texts[i][: cuts[i]] for i in pending)  # cut as each sub-batch is formed
+            encoded = [row for part in _sub_batches(heads) for row in self._encode_all(part)]
+            left = []
+            for i, head_ids in zip(pending, encoded, strict=True):
+                if len(texts[i]) <= cuts[i] or len(head_ids) > self.max_tokens + TOKEN_MARGIN:
+                    ids[i] = head_ids[: self.max_tokens] or [UNK_ID]
+                else:  # the head holds too few tokens to be sure of them: a longer one
+                    cuts[i] *= 2
+                    left.append(i)
+            pending = left
+        return ids
+
+    def _first_cut(self, text: str) -> int:
+        """Characters of ``text`` to encode first: fewer where NFKC lengthens its head.
+
+        The growth is measured on the head's first ``max_tokens + TOKEN_MARGIN`` characters
+        (Python's NFKC is slow on the characters that expand most).
+        """
+        cut = CHARS_PER_TOKEN * (self.max_tokens + TOKEN_MARGIN)
+        head = text[:cut]
+        if len(text) <= cut or head.isascii() or unicodedata.is_normalized("NFKC", head):
+            return cut
+        sample = head[: self.max_tokens + TOKEN_MARGIN]
+        grown = max(len(unicodedata.normalize("NFKC", sample)), len(sample))
+        return max(MIN_CUT, cut * len(sample) // grown)
+
+    def _encode_all(self, texts: list[str]) -> list[list[int]]:
+        """Each text's ids, up to one more than a head needs (the rest is never used)."""
         if not texts:
             return []
         try:
-            encodings = self.tokenizer.encode_batch(list(texts), add_special_tokens=False)
+            encodings = self.tokenizer.encode_batch(texts, add_special_tokens=False)
         except TypeError:  # a lone surrogate somewhere: repair every text and try once more
             encodings = self.tokenizer.encode_batch(
                 [_valid_utf8(t) for t in texts], add_special_tokens=False
             )
-        return [encoding.ids[: self.max_tokens] or [UNK_ID] for encoding in encodings]
+        keep = self.max_tokens + TOKEN_MARGIN + 1
+        return [encoding.ids[:keep] for encoding in encodings]
 
     def to_json(self) -> str:
         """The tokenizer and the truncation length as one JSON document."""
@@ -102,6 +155,20 @@ class TextEncoder:
     def digest(self) -> str:
         """sha256 of :meth:`to_json`: two encoders with one digest encode identically."""
         return hashlib.sha256(self.to_json().encode()).hexdigest()
+
+
+def _sub_batches(texts: Iterable[str]) -> Iterator[list[str]]:
+    """``texts`` in order, in runs of at most ``SUB_BATCH_CHARS`` characters (or one text)."""
+    run: list[str] = []
+    size = 0
+    for text in texts:
+        if run and size + len(text) > SUB_BATCH_CHARS:
+            yield run
+            run, size = [], 0
+        run.append(text)
+        size += len(text)
+    if run:
+        yield run
 
 
 def _valid_utf8(text: str) -> str:

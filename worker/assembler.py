@@ -45,6 +45,7 @@ class Assembler:
         *,
         batcher: Batcher[Item],
         max_body_bytes: int,
+        max_message_bytes: int,
         halt: threading.Event,
     ) -> None:
         self._intake = intake
@@ -52,6 +53,7 @@ class Assembler:
         self._slot = slot
         self._batcher = batcher
         self._max_body_bytes = max_body_bytes
+        self._max_message_bytes = max_message_bytes
         self._halt = halt
         self._ids = itertools.count(1)
         self._model: Model | None = None
@@ -76,7 +78,10 @@ class Assembler:
 
     def _add(self, chunk: list[Polled]) -> None:
         model = self._current_model()
-        for item in to_items(chunk, model, self._max_body_bytes):
+        items = to_items(
+            chunk, model, self._max_body_bytes, max_message_bytes=self._max_message_bytes
+        )
+        for item in items:
             for batch in self._batcher.add(item, item.length):
                 self._emit(batch)
 

@@ -127,6 +127,7 @@ class Pipeline:
             slot,
             batcher=batcher,
             max_body_bytes=settings.max_body_bytes,
+            max_message_bytes=settings.max_message_bytes,
             halt=self.halt,
         )
         answers: Answers = queue.Queue(maxsize=1)

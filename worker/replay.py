@@ -152,6 +152,7 @@ def replay(
     batch_size: int = 64,
     bucket_size: int | None = 64,
     max_body_bytes: int,
+    max_message_bytes: int,
     stall_timeout_s: float = 60.0,
     flush_timeout_s: float = 60.0,
     stop: threading.Event | None = None,
@@ -160,7 +161,12 @@ def replay(
     acknowledged all of them. Raises :class:`ReplayError` when a partition brings nothing for
     ``stall_timeout_s`` short of its stop offset, a send is refused, or ``stop`` is set."""
     job = Replay(
-        model, results, Scorer(bucket_size), batch_size=batch_size, max_body_bytes=max_body_bytes
+        model,
+        results,
+        Scorer(bucket_size),
+        batch_size=batch_size,
+        max_body_bytes=max_body_bytes,
+        max_message_bytes=max_message_bytes,
     )
     summary = ReplaySummary(model.version, dict(spans))
     todo = {tp: span for tp, span in spans.items() if span.size > 0}
@@ -208,11 +214,13 @@ class Replay:
         *,
         batch_size: int,
         max_body_bytes: int,
+        max_message_bytes: int,
     ) -> None:
         self._model = model
         self._results = results
         self._scorer = scorer
         self._max_body_bytes = max_body_bytes
+        self._max_message_bytes = max_message_bytes
         self._acks = Acks()
         self.batch_size = batch_size
 
@@ -266,7 +274,12 @@ class Replay:
 
     def _publish(self, records: list[Record], producer: Producer, summary: ReplaySummary) -> None:
         now = datetime.now(UTC)
-        items = to_items([Polled(r, 0, now) for r in records], self._model, self._max_body_bytes)
+        items = to_items(
+            [Polled(r, 0, now) for r in records],
+            self._model,
+            self._max_body_bytes,
+            max_message_bytes=self._max_message_bytes,
+        )
         to_score = [i for i in items if i.rejection is None]
         rows = iter(self._scorer.score(self._model, [i.token_ids for i in to_score]).rows)
         classified_at = datetime.now(UTC)

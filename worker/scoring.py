@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import ValidationError
+
 from worker.assembler import Batches, ModelBatch
 from worker.inference import Model, Scored, Scorer
 from worker.items import Item
@@ -127,11 +129,18 @@ class Scoring:
                 outgoing.append(self._results.prediction(item, row, model, now))
             except Exception as exc:  # a result that does not fit its schema is a bug, not a crash
                 outgoing.append(
-                    self._results.dead_letter(
-                        item.origin, "internal", f"{type(exc).__name__}: {exc}", item.payload
-                    )
+                    self._results.dead_letter(item.origin, "internal", unfit(exc), item.payload)
                 )
         return outgoing, scored
+
+
+def unfit(exc: Exception) -> str:
+    """Why a result did not fit its schema, without the values it held (they may be input)."""
+    if not isinstance(exc, ValidationError):
+        return type(exc).__name__
+    errors = exc.errors(include_url=False, include_input=False, include_context=False)
+    where = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors[:5])
+    return f"the result does not fit its schema: {where}"
 
 
 def batch_context(work: ModelBatch, items: list[Item]) -> dict[str, Any]:

@@ -63,6 +63,9 @@ class WorkerSettings(BaseSettings):
     bucket_size: int = Field(default=64, ge=1)
     """On CPU a batch is run in buckets of similar lengths, at most this many articles each."""
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, ge=1)
+    max_message_bytes: int = Field(default=1024 * 1024, ge=1)
+    """A message value longer than this is dead-lettered unparsed (Kafka's own default
+    ``message.max.bytes`` is about the same); at least ``max_body_bytes``."""
 
     # -- the loop and its queues ------------------------------------------------------------
     max_poll_records: int = Field(default=500, ge=1)
@@ -129,6 +132,8 @@ class WorkerSettings(BaseSettings):
             raise ValueError("join_timeout_s must be longer than session_timeout_ms")
         if self.model_retry_max_s < self.model_retry_initial_s:
             raise ValueError("model_retry_max_s must be at least model_retry_initial_s")
+        if self.max_message_bytes < self.max_body_bytes:
+            raise ValueError("max_message_bytes must be at least max_body_bytes")
         return self
 
     @property

@@ -105,6 +105,7 @@ def command(
             batch_size=batch_size,
             bucket_size=worker.bucket_size,
             max_body_bytes=worker.max_body_bytes,
+            max_message_bytes=worker.max_message_bytes,
         )
     except ReplayError as exc:
         raise TagstreamError(f"replay failed: {exc}") from exc

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tokenizers import Encoding, Tokenizer
 
 from model.encoder import PAD_ID, UNK_ID, TextEncoder
 from model.errors import ModelError
@@ -94,3 +95,75 @@ def _shared() -> TextEncoder:
     if not _ENCODER:
         _ENCODER.append(TextEncoder.train(TEXTS, min_frequency=1, max_tokens=8))
     return _ENCODER[0]
+
+
+# -- the head cut: texts are cut before they are normalised -----------------------------------
+EXPANDING = "\ufdfa"
+"""ARABIC LIGATURE SALLALLAHOU ALAYHE WASALLAM: 3 UTF-8 bytes, NFKC gives 18 characters."""
+TRICKY = ["a", "b", " ", "\n", "7", ".", ">", "\u0301", "\u0338", EXPANDING, "\u2474", "\u33c2"]
+TRICKY += ["\u0130", "\u03a3", "\u1100", "\u1161", "\u11a8", "\ufb01", "\u00a0", "\ud800"]
+"""Characters NFKC, lower-casing or pre-tokenising treat with their neighbours: combining
+marks, Hangul jamo that compose, ligatures and compatibility characters that expand, a capital
+dotted I that lower-cases to two characters, a lone surrogate."""
+
+
+def full_path(encoder: TextEncoder, texts: list[str]) -> list[list[int]]:
+    """The encoding of the whole of every text, truncated afterwards: what the cut must equal."""
+    repaired = [t.encode("utf-8", errors="replace").decode("utf-8") for t in texts]
+    encodings = encoder.tokenizer.encode_batch(repaired, add_special_tokens=False)
+    return [e.ids[: encoder.max_tokens] or [UNK_ID] for e in encodings]
+
+
+def long_ordinary(words: int) -> str:
+    return " ".join(TEXTS[i % len(TEXTS)] for i in range(words // 5)) + "."
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        long_ordinary(2000),
+        EXPANDING * 87_381,  # a 256 KiB body of it
+        "x" * 5000 + " " + EXPANDING * 3000,  # one long word, then expanding characters
+        ("oil " * 3 + "e\u0301" * 40 + " ") * 200,  # combining marks wherever the cut falls
+        "\u1100\u1161\u11a8" * 3000,  # Hangul jamo that compose into syllables
+        "Oil rose\ud800 " * 900,  # lone surrogates
+        " " * 10_000 + "oil prices rose on monday the company said profits rose",
+    ],
+    ids=["ordinary", "expanding", "long-word", "marks", "jamo", "surrogates", "spaces-first"],
+)
+def test_cutting_before_normalising_gives_the_full_encodings_first_tokens(text: str) -> None:
+    for max_tokens in (8, 512):
+        encoder = TextEncoder(_shared().tokenizer, max_tokens=max_tokens)
+        assert encoder.encode([text]) == full_path(encoder, [text])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(st.sampled_from(TRICKY), min_size=100, max_size=400), max_size=6))
+def test_any_cut_of_tricky_text_gives_the_full_encodings_first_tokens(texts: list[str]) -> None:
+    encoder = _shared()  # max_tokens 8: heads of 128 characters, so the cut falls anywhere
+    assert encoder.encode(texts) == full_path(encoder, texts)
+
+
+class Recording:
+    """A tokenizer that records the length of every text it is asked to encode."""
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        self.tokenizer = tokenizer
+        self.calls: list[list[int]] = []
+
+    def token_to_id(self, token: str) -> int | None:
+        return self.tokenizer.token_to_id(token)
+
+    def encode_batch(self, texts: list[str], add_special_tokens: bool) -> list[Encoding]:
+        self.calls.append([len(t) for t in texts])
+        return self.tokenizer.encode_batch(texts, add_special_tokens=add_special_tokens)
+
+
+def test_expanding_texts_are_normalised_only_as_far_as_max_tokens_can_use() -> None:
+    bodies = [EXPANDING * 87_381] * 40  # 256 KiB each
+    expected = full_path(TextEncoder(_shared().tokenizer, max_tokens=512), bodies[:1]) * 40
+    recording = Recording(_shared().tokenizer)
+    encoder = TextEncoder(recording, max_tokens=512)  # type: ignore[arg-type]
+    assert encoder.encode(bodies) == expected
+    assert max(n for call in recording.calls for n in call) <= 8 * (512 + 8)
+    assert max(sum(call) for call in recording.calls) <= 1 << 15

@@ -37,6 +37,8 @@ pytestmark = pytest.mark.integration
 MAX_BODY = 1_020_000
 """The worker's body limit here: a 1 MB word gets through to the encoder, a 1.03 MB body is
 refused for its size, and both stay under Kafka's 1 MiB message limit."""
+MAX_MESSAGE = 1024 * 1024
+"""The worker's limit on a raw message value (its default), checked before parsing."""
 
 Outcome = Literal["decode", "validation", "predicted"]
 
@@ -94,7 +96,12 @@ CASES = [
     Case("wrong schema version", b'{"schema_version": 2, "id": "v", "body": "x"}', "validation"),
     Case("JSON array", b"[1, 2]", "validation", reason="object"),
     Case("JSON null", b"null", "validation", reason="object"),
-    Case("unknown field", b'{"id": "u", "body": "x", "extra": 1}', "validation", reason="extra"),
+    Case(
+        "unknown field",
+        b'{"id": "u", "body": "x", "extra": 1}',
+        "validation",
+        reason="unexpected field",
+    ),
     Case("null key", _body(b"keyless article", b"nokey"), "predicted", key=None),
     Case("empty message", b"", "decode", reason="EOF"),
     Case("no value (tombstone)", None, "decode", reason="no value"),
@@ -112,7 +119,14 @@ def test_hostile_messages_are_dead_lettered_with_reasons_and_neighbours_predicte
     processes: Callable[..., WorkerProcess],
 ) -> None:
     t = topics(1)
-    env = env_for(service_env, t, group_id, model_path=str(toy_model), max_body_bytes=str(MAX_BODY))
+    env = env_for(
+        service_env,
+        t,
+        group_id,
+        model_path=str(toy_model),
+        max_body_bytes=str(MAX_BODY),
+        max_message_bytes=str(MAX_MESSAGE),
+    )
     predictions, letters = reader(t["output"]), reader(t["dlq"])
     answers = Answers(predictions, letters)
     good = 2000
@@ -292,7 +306,7 @@ def _generated_rounds(
 def _check_generated(value: bytes | None, answer: dict[str, Any]) -> None:
     """The worker did what the decoder says it should: predicted an Article, dead-lettered
     anything else with the decoder's kind of reason."""
-    decoded = decode(value, MAX_BODY)
+    decoded = decode(value, MAX_BODY, MAX_MESSAGE)
     if isinstance(decoded, Article):
         assert answer.get("article_id") == decoded.id or answer.get("error_kind") == "encoding", (
             f"payload {value!r:.200}: {answer}"

@@ -48,6 +48,11 @@ def test_timeouts_that_contradict_each_other_are_refused() -> None:
         load(WorkerSettings, session_timeout_ms=6000, revoke_timeout_s=10)
 
 
+def test_a_message_limit_below_the_body_limit_is_refused() -> None:
+    with pytest.raises(ConfigError, match="max_message_bytes"):
+        load(WorkerSettings, max_body_bytes=2048, max_message_bytes=1024)
+
+
 def test_settings_are_frozen() -> None:
     settings = WorkerSettings()
     with pytest.raises(ValueError, match="frozen"):

@@ -58,7 +58,7 @@ def batch(count: int, start: int = 0) -> tuple[list[Any], list[Any]]:
         for i in range(count)
     ]
     production = FakeModel(1)
-    items = to_items(polled, production, 1 << 20)
+    items = to_items(polled, production, 1 << 20, max_message_bytes=1 << 20)
     rows = list(Scorer(None).score(production, [i.token_ids for i in items]).rows)
     return items, rows
 
