@@ -55,6 +55,7 @@ class Run:
     model_s_per_article: float
     articles_per_batch: float
     rss_mib: float
+    anon_mib: float
     hwm_mib: float
 
 
@@ -139,6 +140,7 @@ def through(
             model_s_per_article=delta(after, before, "inference_seconds_sum") / n,
             articles_per_batch=delta(after, before, "batch_articles_sum") / batches,
             rss_mib=max(vm(w.process.pid, "VmRSS") for w in workers),
+            anon_mib=max(vm(w.process.pid, "RssAnon") for w in workers),
             hwm_mib=max(vm(w.process.pid, "VmHWM") for w in workers),
         )
     finally:
@@ -261,6 +263,7 @@ def main() -> None:
                     )
                     note(f"{key}: articles per batch", run.articles_per_batch)
                     note(f"{key}: VmRSS at the end, MiB", run.rss_mib)
+                    note(f"{key}: RssAnon at the end, MiB", run.anon_mib)
                     note(f"{key}: VmHWM, MiB", run.hwm_mib)
                     if processes == 1:
                         one = run.articles_per_s
