@@ -97,6 +97,7 @@ def through(
     processes: int,
     log_dir: Path,
     profile_s: float,
+    profile_dir: Path,
     tag: str,
 ) -> Run:
     source = topics.create(f"{tag}.in", partitions=4)
@@ -123,7 +124,7 @@ def through(
                 raise TimeoutError("nothing consumed")
             time.sleep(0.01)
         started, cpu = time.perf_counter(), sum(w.cpu_seconds() for w in workers)
-        spy = profile(workers[0], profile_s, log_dir / f"{tag}.txt") if profile_s else None
+        spy = profile(workers[0], profile_s, profile_dir / f"{tag}.txt") if profile_s else None
         while done(after := summed(workers)) < len(backlog):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{done(after):.0f} of {len(backlog)} results")
@@ -213,6 +214,7 @@ def main() -> None:
             print(f"| {name} | {share:.0%} |")
         return
     configure("WARNING")
+    args.profile_dir.mkdir(parents=True, exist_ok=True)
     lanes = [lane(text) for text in args.lane] or [("default", {})]
     corpus_articles = [a for a in articles() if a.text.strip()]
     backlog_articles = renamed(corpus_articles, args.articles, "overhead")
@@ -248,6 +250,7 @@ def main() -> None:
                         processes,
                         directory,
                         args.profile_seconds if repeat == 0 and processes == 1 else 0.0,
+                        args.profile_dir,
                         tag,
                     )
                     note(f"{key}: articles/s", run.articles_per_s)
@@ -270,11 +273,6 @@ def main() -> None:
                     elif one:
                         note(f"{key}: vs one process", run.articles_per_s / one)
                     print(f"{tag}: {run}", file=sys.stderr, flush=True)
-        if args.profile_seconds:
-            out: Path = args.profile_dir
-            out.mkdir(parents=True, exist_ok=True)
-            for found in directory.glob("*.txt"):
-                shutil.copy(found, out / found.name)
     print(
         f"{os.cpu_count()} cores, load average {load:.1f} -> {os.getloadavg()[0]:.1f}; "
         f"model {bench.name}, {args.articles} articles, {args.repeats} repeats; "
