@@ -56,6 +56,7 @@ class Run:
     articles_per_batch: float
     rss_mib: float
     anon_mib: float
+    pss_mib: float
     hwm_mib: float
 
 
@@ -73,6 +74,14 @@ def alone(model: Classifier, token_ids: list[list[int]]) -> Alone:
 def vm(pid: int, field: str) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def pss(pid: int) -> float:
+    """Proportional set size, MiB: shared pages (torch's libraries) split among their users."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
             return int(line.split()[1]) / 1024
     return 0.0
 
@@ -142,6 +151,7 @@ def through(
             articles_per_batch=delta(after, before, "batch_articles_sum") / batches,
             rss_mib=max(vm(w.process.pid, "VmRSS") for w in workers),
             anon_mib=max(vm(w.process.pid, "RssAnon") for w in workers),
+            pss_mib=max(pss(w.process.pid) for w in workers),
             hwm_mib=max(vm(w.process.pid, "VmHWM") for w in workers),
         )
     finally:
@@ -161,7 +171,8 @@ def profile(worker: WorkerProcess, seconds: float, out: Path) -> subprocess.Pope
 
 
 CATEGORIES = (
-    ("model forward passes", ("Classifier.scores",)),
+    ("model forward passes", ("network_scores",)),
+    ("deciding labels", ("Classifier.decide",)),
     ("results (predictions, dead letters)", ("worker/results.py",)),
     ("encoding", ("model/encoder.py",)),
     ("decoding", ("worker/decoding.py",)),
@@ -172,12 +183,17 @@ CATEGORIES = (
 )
 
 
+WAITS = ("Condition.wait", "Event.wait", "select (", "socket.accept")
+"""Leaf frames of a thread that is waiting (py-spy counts some of them as active)."""
+
+
 def summarise(raw: Path) -> list[tuple[str, float]]:
-    """Shares of a py-spy ``raw`` profile's active samples by what they were doing."""
+    """Shares of a py-spy ``raw`` profile's working samples (not waiting) by what they did."""
     counts: dict[str, int] = {}
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
-        if not count.isdigit():
+        leaf = stack.rsplit(";", 1)[-1]
+        if not count.isdigit() or any(mark in leaf for mark in WAITS):
             continue
         name = next((c for c, marks in CATEGORIES if any(m in stack for m in marks)), "other")
         counts[name] = counts.get(name, 0) + int(count)
@@ -267,6 +283,7 @@ def main() -> None:
                     note(f"{key}: articles per batch", run.articles_per_batch)
                     note(f"{key}: VmRSS at the end, MiB", run.rss_mib)
                     note(f"{key}: RssAnon at the end, MiB", run.anon_mib)
+                    note(f"{key}: Pss at the end, MiB", run.pss_mib)
                     note(f"{key}: VmHWM, MiB", run.hwm_mib)
                     if processes == 1:
                         one = run.articles_per_s
