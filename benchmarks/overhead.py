@@ -86,10 +86,20 @@ def pss(pid: int) -> float:
     return 0.0
 
 
+def metrics(worker: WorkerProcess, attempts: int = 5) -> dict[str, float]:
+    """The worker's metrics; a scrape that times out (a loaded machine) is tried again."""
+    for _ in range(attempts - 1):
+        try:
+            return worker.metrics()
+        except OSError as exc:
+            print(f"scraping {worker.name} again: {exc}", file=sys.stderr)
+    return worker.metrics()
+
+
 def summed(workers: Sequence[WorkerProcess]) -> dict[str, float]:
     total: dict[str, float] = {}
     for worker in workers:
-        for name, value in worker.metrics().items():
+        for name, value in metrics(worker).items():
             total[name] = total.get(name, 0.0) + value
     return total
 
@@ -251,6 +261,7 @@ def main() -> None:
         topics = Topics(settings)
         for repeat in range(args.repeats):
             base = alone(model, token_ids)
+            print(f"alone.{repeat}: {base}", file=sys.stderr, flush=True)
             note("model alone: articles/s", base.articles_per_s)
             note("model alone: CPU ms per article", base.cpu_s_per_article * 1000)
             for name, env in lanes:
@@ -290,6 +301,7 @@ def main() -> None:
                     elif one:
                         note(f"{key}: vs one process", run.articles_per_s / one)
                     print(f"{tag}: {run}", file=sys.stderr, flush=True)
+            print(f"after repeat {repeat}:\n{table(rows, 2)}", file=sys.stderr, flush=True)
     print(
         f"{os.cpu_count()} cores, load average {load:.1f} -> {os.getloadavg()[0]:.1f}; "
         f"model {bench.name}, {args.articles} articles, {args.repeats} repeats; "
