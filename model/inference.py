@@ -11,19 +11,24 @@ scores it has alone (see ``model.network`` for why the padded paths are exact):
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from typing import Literal, get_args
 
 import numpy as np
 import numpy.typing as npt
 import torch
 
+from common.logging import get_logger
 from model.artifact import Artifact
 from model.encoder import TextEncoder
 from model.errors import ModelError
 from model.network import BiLSTMClassifier, build_network
 
+log = get_logger("model.inference")
+
 Strategy = Literal["packed", "bucketed", "padded"]
+Forward = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
 AT_LEAST_ONE = "at_least_one_label"
 """Manifest hyperparameter: when true, an article with no label over threshold gets its top one."""
@@ -48,6 +53,7 @@ class Classifier:
         self.thresholds = np.asarray(artifact.manifest.thresholds, dtype=np.float32)
         self.at_least_one = bool(artifact.manifest.hyperparameters.get(AT_LEAST_ONE, False))
         self._strategy: Strategy = "packed" if device.type == "cuda" else "bucketed"
+        self._traced: Forward | None = None
 
     @classmethod
     def from_artifact(
@@ -78,7 +84,13 @@ class Classifier:
     def scores(self, token_ids: Sequence[Sequence[int]]) -> npt.NDArray[np.float32]:
         """Sigmoid scores ``[n, n_labels]`` in input order, the same in any batch."""
         sequences = [self._checked(ids) for ids in token_ids]
-        return network_scores(self.network, sequences, device=self.device, strategy=self._strategy)
+        return network_scores(
+            self.network,
+            sequences,
+            device=self.device,
+            strategy=self._strategy,
+            padded_forward=self._traced,
+        )
 
     def decide(self, scores_row: npt.ArrayLike) -> list[tuple[str, float]]:
         """Labels whose score reaches their threshold, best first (and the top label when
@@ -91,7 +103,10 @@ class Classifier:
         return [(self.labels[i], float(row[i])) for i in ordered]
 
     def warm_up(self) -> None:
-        """Run a few batches of typical shapes so the first real batch is not slow."""
+        """Run a few batches of typical shapes so the first real batch is not slow; on the CPU,
+        trace the padded path into one TorchScript call first (:func:`traced_padded`)."""
+        if self.device.type == "cpu" and self._traced is None:
+            self._traced = traced_padded(self.network)
         for length in (1, 16, 128):
             self.scores([[1] * length] * 4)
 
@@ -116,14 +131,63 @@ def decide(
     return chosen
 
 
+class _Padded(torch.nn.Module):
+    """The network on padded input (``packed=False``), as one module with two inputs to trace."""
+
+    def __init__(self, network: BiLSTMClassifier) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        logits: torch.Tensor = self.network(ids, lengths, packed=False)
+        return logits
+
+
+def traced_padded(network: BiLSTMClassifier) -> Forward | None:
+    """The network's padded path traced with ``torch.jit.trace``, or None when that fails or
+    differs from the network on any of a few shapes (then the network runs as it is).
+
+    A traced call runs the whole forward pass in TorchScript without the GIL, where the
+    network called from Python takes the GIL back after each of its ~20 operators; in a
+    worker whose other threads hold the GIL that was most of a batch's time
+    (docs/benchmarks.md, "Worker overhead, round 2"). The operators are the same, so the
+    scores are the same to the bit, which the check below insists on.
+    """
+    rng = np.random.default_rng(0)
+    vocab = network.config.vocab_size
+    shapes = ((4, 16), (1, 1), (3, 130), (64, 7))
+    examples = [pad(rng.integers(1, vocab, size=s).tolist()) for s in shapes]
+    try:
+        with torch.inference_mode(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)  # type: ignore[attr-defined]
+            # torch 2.15 deprecates jit.trace for torch.compile (a C compiler at run time) and
+            # torch.export (whose modules run operator by operator from Python again): when it
+            # goes, this returns None and says so, and the plain network serves.
+            warnings.filterwarnings("ignore", r"`torch\.jit\.\w+` is deprecated", FutureWarning)
+            traced = torch.jit.trace(  # type: ignore[no-untyped-call]
+                _Padded(network).eval(), examples[0], check_trace=False
+            )
+            for ids, lengths in examples:
+                if not torch.equal(traced(ids, lengths), network(ids, lengths, packed=False)):
+                    log.warning("model.trace_differs", shape=list(ids.shape))
+                    return None
+    except Exception as exc:  # tracing is an optimisation: the plain network still works
+        log.warning("model.trace_failed", error=f"{type(exc).__name__}: {exc}")
+        return None
+    forward: Forward = traced
+    return forward
+
+
 def network_scores(
     network: BiLSTMClassifier,
     sequences: Sequence[Sequence[int]],
     *,
     device: torch.device,
     strategy: Strategy = "bucketed",
+    padded_forward: Forward | None = None,
 ) -> npt.NDArray[np.float32]:
-    """Sigmoid scores of valid, non-empty id sequences, in input order (network in eval mode)."""
+    """Sigmoid scores of valid, non-empty id sequences, in input order (network in eval mode);
+    ``padded_forward`` (the network traced, :func:`traced_padded`) runs the padded layouts."""
     out = np.zeros((len(sequences), network.config.n_labels), dtype=np.float32)
     groups = (
         length_buckets([len(s) for s in sequences])
@@ -133,7 +197,10 @@ def network_scores(
     with torch.inference_mode():
         for indices in groups:
             ids, lengths = pad([sequences[i] for i in indices])
-            logits = network(ids.to(device), lengths, packed=strategy == "packed")
+            if padded_forward is not None and strategy != "packed":
+                logits = padded_forward(ids.to(device), lengths)
+            else:
+                logits = network(ids.to(device), lengths, packed=strategy == "packed")
             out[indices] = torch.sigmoid(logits).float().cpu().numpy()
     return out
 

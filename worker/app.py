@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -310,6 +311,8 @@ def main(processes: int = 1) -> int:
     """Load the settings, then run one worker here or supervise ``processes`` of them."""
     settings = load(WorkerSettings)
     configure(settings.log_level)
+    if settings.switch_interval_ms is not None:
+        sys.setswitchinterval(settings.switch_interval_ms / 1000)
     if processes > 1:
         return supervise(settings, processes)
     Worker(settings, load(KafkaSettings), load(RedisSettings), load(RegistrySettings)).run()

@@ -86,6 +86,9 @@ class WorkerSettings(BaseSettings):
     (kafka-python 3.0.12 can lose a completed join; see docs/worker.md). Longer than
     ``session_timeout_ms``: a rebalance may wait that long for a dead member."""
     producer_linger_ms: int = Field(default=5, ge=0)
+    switch_interval_ms: float | None = Field(default=None, gt=0, le=1000)
+    """How often Python asks the thread holding the GIL to hand it over
+    (``sys.setswitchinterval``); unset keeps Python's 5 ms. Process-wide, set by ``main``."""
 
     # -- model ------------------------------------------------------------------------------
     model_alias: Literal["production", "canary"] = "production"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -10,7 +11,13 @@ import torch
 
 from model.artifact import Artifact
 from model.errors import ModelError
-from model.inference import AT_LEAST_ONE, STRATEGIES, Classifier, length_buckets
+from model.inference import (
+    AT_LEAST_ONE,
+    STRATEGIES,
+    Classifier,
+    length_buckets,
+    traced_padded,
+)
 from model.network import NetworkConfig, build_network
 from model.toy import toy_artifact
 
@@ -43,11 +50,15 @@ def _random_sequences(vocab: int, count: int, seed: int) -> list[list[int]]:
     return [rng.integers(1, vocab, size=int(n)).tolist() for n in lengths]
 
 
+@pytest.mark.parametrize("warmed", [False, True], ids=["eager", "warmed-traced"])
 @pytest.mark.parametrize("strategy", STRATEGIES)
 @pytest.mark.parametrize("network", NETWORKS)
-def test_scores_alone_equal_scores_in_any_batch(strategy: str, network: str) -> None:
-    """For random lengths 1..512, each article's scores alone equal its scores in a batch."""
+def test_scores_alone_equal_scores_in_any_batch(strategy: str, network: str, warmed: bool) -> None:
+    """For random lengths 1..512, each article's scores alone equal its scores in a batch
+    (warmed up, the padded layouts run the traced network)."""
     classifier = Classifier.from_artifact(_variant(**NETWORKS[network]), version=1, device="cpu")
+    if warmed:
+        classifier.warm_up()
     classifier.strategy = strategy  # type: ignore[assignment]
     sequences = _random_sequences(classifier.artifact.config.vocab_size, 24, seed=len(network))
     alone = np.concatenate([classifier.scores([s]) for s in sequences])
@@ -130,6 +141,29 @@ def test_decide_gives_the_top_label_when_the_artifact_asks_for_one() -> None:
 
 def test_warm_up_runs() -> None:
     Classifier.from_artifact(toy_artifact(), version=1, device="cpu").warm_up()
+
+
+@pytest.mark.parametrize("network", NETWORKS)
+def test_the_traced_network_gives_the_plain_networks_scores_to_the_bit(network: str) -> None:
+    """Warmed up on the CPU, the padded layouts run one traced call (no GIL round trip per
+    operator) and give exactly the scores of the network called from Python."""
+    plain = Classifier.from_artifact(_variant(**NETWORKS[network]), version=1, device="cpu")
+    traced = Classifier.from_artifact(plain.artifact, version=1, device="cpu")
+    traced.warm_up()
+    assert traced_padded(traced.network) is not None
+    sequences = _random_sequences(plain.artifact.config.vocab_size, 40, seed=5)
+    for strategy in ("bucketed", "padded"):
+        plain.strategy = traced.strategy = strategy
+        calls = _count_python_forward_calls(traced)
+        scores = traced.scores(sequences)
+        assert calls() == 0, "the traced path does not call the network from Python"
+        np.testing.assert_array_equal(scores, plain.scores(sequences))
+
+
+def _count_python_forward_calls(classifier: Classifier) -> Callable[[], int]:
+    seen: list[int] = []
+    classifier.network.register_forward_pre_hook(lambda *_: seen.append(1))
+    return lambda: len(seen)
 
 
 def test_length_buckets_cover_every_index_once_with_similar_lengths() -> None:

@@ -1,0 +1,315 @@
+"""What the worker costs beyond its model: one backlog, worker processes vs the model alone.
+
+    python -m benchmarks.overhead [--articles 20000] [--repeats 3] [--processes 1 2]
+        [--lane NAME:VAR=VALUE,VAR=VALUE ...] [--profile-seconds 0]
+
+The model is the benchmarks' serving model (``fast``, trained when cached, else its shape with
+random weights), torch on 1 thread. Each repeat scores the articles alone in this process
+(the worker's ``Scorer``, full batches of 64: wall time and CPU time), then, per lane and per
+process count, starts ``python -m worker`` children in a fresh group on an empty topic of 4
+partitions, waits until each holds its share, fills the topic with the backlog and times from
+the first consumed message to the last result acknowledged (the workers' metrics, read every
+0.1 s). Worker CPU is the children's user + system time from ``/proc`` over the same span,
+model time inside the worker is its ``inference_seconds`` histogram; resident memory is
+``VmRSS`` at the end (steady state) and ``VmHWM``. A lane adds environment variables to the
+workers (a setting ``TAGSTREAM_WORKER_*``, or ``PYTHONPATH`` to run other code), so levers are
+compared inside one run; lanes and repeats are interleaved. Figures are medians (min-max).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks.models import articles, renamed, serving_model
+from benchmarks.streams import Topics, fill, kafka, messages
+from benchmarks.workers import WorkerProcess, delta
+from common.logging import configure
+from model.inference import Classifier
+from worker.inference import Scorer
+
+BATCH = 64
+POLL_S = 0.1
+
+
+@dataclass(frozen=True)
+class Alone:
+    articles_per_s: float
+    cpu_s_per_article: float
+    model_s_per_article: float
+
+
+@dataclass(frozen=True)
+class Run:
+    articles_per_s: float
+    cpu_s_per_article: float
+    model_s_per_article: float
+    articles_per_batch: float
+    rss_mib: float
+    anon_mib: float
+    pss_mib: float
+    hwm_mib: float
+
+
+def alone(model: Classifier, token_ids: list[list[int]]) -> Alone:
+    scorer = Scorer(BATCH)
+    batches = [token_ids[i : i + BATCH] for i in range(0, len(token_ids), BATCH)]
+    wall, cpu = time.perf_counter(), time.process_time()
+    for batch in batches:
+        scorer.score(model, batch)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    n = len(token_ids)
+    return Alone(n / wall, cpu / n, wall / n)
+
+
+def vm(pid: int, field: str) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def pss(pid: int) -> float:
+    """Proportional set size, MiB: shared pages (torch's libraries) split among their users."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def metrics(worker: WorkerProcess, attempts: int = 5) -> dict[str, float]:
+    """The worker's metrics; a scrape that times out (a loaded machine) is tried again."""
+    for _ in range(attempts - 1):
+        try:
+            return worker.metrics()
+        except OSError as exc:
+            print(f"scraping {worker.name} again: {exc}", file=sys.stderr)
+    return worker.metrics()
+
+
+def summed(workers: Sequence[WorkerProcess]) -> dict[str, float]:
+    total: dict[str, float] = {}
+    for worker in workers:
+        for name, value in metrics(worker).items():
+            total[name] = total.get(name, 0.0) + value
+    return total
+
+
+def done(metrics: dict[str, float]) -> float:
+    return metrics.get("predictions_published_total", 0.0) + metrics.get("dead_letters_total", 0.0)
+
+
+def through(
+    topics: Topics,
+    backlog: list[tuple[bytes, bytes]],
+    settings: dict[str, str],
+    env: dict[str, str],
+    processes: int,
+    log_dir: Path,
+    profile_s: float,
+    profile_dir: Path,
+    tag: str,
+) -> Run:
+    source = topics.create(f"{tag}.in", partitions=4)
+    settings = settings | {
+        "input_topic": source,
+        "output_topic": topics.create(f"{tag}.out", partitions=4),
+        "dlq_topic": topics.create(f"{tag}.dlq"),
+        "group_id": topics.name(f"{tag}.group"),
+        "session_timeout_ms": "10000",
+        "revoke_timeout_s": "5",
+    }
+    workers = [
+        WorkerProcess.start(f"{tag}-{i}", topics.settings, settings, log_dir, env)
+        for i in range(processes)
+    ]
+    try:
+        for worker in workers:
+            worker.wait_ready(4 // processes, timeout_s=120)
+        fill(topics.settings, source, backlog)
+        before = summed(workers)
+        deadline = time.monotonic() + 600
+        while summed(workers).get("messages_consumed_total", 0.0) == 0:
+            if time.monotonic() > deadline:
+                raise TimeoutError("nothing consumed")
+            time.sleep(0.01)
+        started, cpu = time.perf_counter(), sum(w.cpu_seconds() for w in workers)
+        spy = profile(workers[0], profile_s, profile_dir / f"{tag}.txt") if profile_s else None
+        while done(after := summed(workers)) < len(backlog):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{done(after):.0f} of {len(backlog)} results")
+            time.sleep(POLL_S)
+        elapsed = time.perf_counter() - started
+        cpu = sum(w.cpu_seconds() for w in workers) - cpu
+        if spy is not None:
+            spy.wait(timeout=120)
+        n = len(backlog)
+        batches = delta(after, before, "batch_articles_count")
+        return Run(
+            articles_per_s=n / elapsed,
+            cpu_s_per_article=cpu / n,
+            model_s_per_article=delta(after, before, "inference_seconds_sum") / n,
+            articles_per_batch=delta(after, before, "batch_articles_sum") / batches,
+            rss_mib=max(vm(w.process.pid, "VmRSS") for w in workers),
+            anon_mib=max(vm(w.process.pid, "RssAnon") for w in workers),
+            pss_mib=max(pss(w.process.pid) for w in workers),
+            hwm_mib=max(vm(w.process.pid, "VmHWM") for w in workers),
+        )
+    finally:
+        for worker in workers:
+            worker.stop()
+
+
+def profile(worker: WorkerProcess, seconds: float, out: Path) -> subprocess.Popen[bytes] | None:
+    """py-spy (``PY_SPY`` or on the PATH) on ``worker`` for ``seconds``, raw stacks to ``out``."""
+    spy = os.environ.get("PY_SPY") or shutil.which("py-spy")
+    if spy is None:
+        print("py-spy not found: no profile", file=sys.stderr)
+        return None
+    command = [spy, "record", "--threads", "--format", "raw", "--rate", "200"]
+    command += ["--duration", str(int(seconds)), "-o", str(out), "--pid", str(worker.process.pid)]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+CATEGORIES = (
+    ("model forward passes", ("network_scores",)),
+    ("deciding labels", ("Classifier.decide",)),
+    ("results (predictions, dead letters)", ("worker/results.py",)),
+    ("encoding", ("model/encoder.py",)),
+    ("decoding", ("worker/decoding.py",)),
+    ("producer network thread", ("network-thread",)),
+    ("delivery (send, callbacks, commit)", ("worker/delivery.py", "worker/offsets.py")),
+    ("consumer, polling", ("messaging/consumer.py", "worker/source.py", "kafka-io")),
+    ("metrics and health", ("prometheus_client", "process_request_thread", "common/health")),
+)
+
+
+WAITS = ("Condition.wait", "Event.wait", "select (", "socket.accept")
+"""Leaf frames of a thread that is waiting (py-spy counts some of them as active)."""
+
+
+def summarise(raw: Path) -> list[tuple[str, float]]:
+    """Shares of a py-spy ``raw`` profile's working samples (not waiting) by what they did."""
+    counts: dict[str, int] = {}
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        leaf = stack.rsplit(";", 1)[-1]
+        if not count.isdigit() or any(mark in leaf for mark in WAITS):
+            continue
+        name = next((c for c, marks in CATEGORIES if any(m in stack for m in marks)), "other")
+        counts[name] = counts.get(name, 0) + int(count)
+    total = sum(counts.values()) or 1
+    return sorted(((name, n / total) for name, n in counts.items()), key=lambda x: -x[1])
+
+
+def lane(text: str) -> tuple[str, dict[str, str]]:
+    name, _, assignments = text.partition(":")
+    env = dict(a.split("=", 1) for a in assignments.split(",") if a)
+    return name, env
+
+
+def table(rows: dict[str, list[float]], digits: int) -> str:
+    def cell(values: list[float]) -> str:
+        median = statistics.median(values)
+        return f"{median:,.{digits}f} ({min(values):,.{digits}f}-{max(values):,.{digits}f})"
+
+    return "\n".join(f"| {name} | {cell(values)} |" for name, values in rows.items())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.overhead", description=__doc__)
+    parser.add_argument("--articles", type=int, default=20_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--processes", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--lane", action="append", default=[], help="NAME:VAR=VALUE,...")
+    parser.add_argument("--profile-seconds", type=float, default=0.0)
+    parser.add_argument("--profile-dir", type=Path, default=Path("/tmp/tagstream-profiles"))
+    parser.add_argument("--summarise", type=Path, help="only summarise this raw py-spy profile")
+    args = parser.parse_args()
+    if args.summarise:
+        for name, share in summarise(args.summarise):
+            print(f"| {name} | {share:.0%} |")
+        return
+    configure("WARNING")
+    args.profile_dir.mkdir(parents=True, exist_ok=True)
+    lanes = [lane(text) for text in args.lane] or [("default", {})]
+    corpus_articles = [a for a in articles() if a.text.strip()]
+    backlog_articles = renamed(corpus_articles, args.articles, "overhead")
+    bench = serving_model(train=False)
+    model = bench.classifier(threads=1)
+    token_ids = model.encode([a.text for a in backlog_articles])
+    load = os.getloadavg()[0]
+    rows: dict[str, list[float]] = {}
+
+    def note(name: str, value: float) -> None:
+        rows.setdefault(name, []).append(value)
+
+    with kafka() as settings, tempfile.TemporaryDirectory(prefix="tagstream-overhead-") as tmp:
+        directory = Path(tmp)
+        path = bench.write(directory)
+        worker_settings = {"model_path": str(path), "hot_swap": "false", "threads": "1"}
+        worker_settings |= {"device": "cpu", "log_level": "WARNING"}
+        topics = Topics(settings)
+        for repeat in range(args.repeats):
+            base = alone(model, token_ids)
+            print(f"alone.{repeat}: {base}", file=sys.stderr, flush=True)
+            note("model alone: articles/s", base.articles_per_s)
+            note("model alone: CPU ms per article", base.cpu_s_per_article * 1000)
+            for name, env in lanes:
+                one = 0.0
+                for processes in args.processes:
+                    tag = f"{name}.{processes}.{repeat}"
+                    key = f"{name}, {processes} process{'es' if processes > 1 else ''}"
+                    run = through(
+                        topics,
+                        messages(renamed(backlog_articles, args.articles, tag)),
+                        worker_settings,
+                        env,
+                        processes,
+                        directory,
+                        args.profile_seconds if repeat == 0 and processes == 1 else 0.0,
+                        args.profile_dir,
+                        tag,
+                    )
+                    note(f"{key}: articles/s", run.articles_per_s)
+                    note(f"{key}: vs model alone (wall)", run.articles_per_s / base.articles_per_s)
+                    note(f"{key}: CPU ms per article", run.cpu_s_per_article * 1000)
+                    note(
+                        f"{key}: CPU per article vs model alone",
+                        run.cpu_s_per_article / base.cpu_s_per_article,
+                    )
+                    note(
+                        f"{key}: inference time per article vs alone",
+                        run.model_s_per_article / base.model_s_per_article,
+                    )
+                    note(f"{key}: articles per batch", run.articles_per_batch)
+                    note(f"{key}: VmRSS at the end, MiB", run.rss_mib)
+                    note(f"{key}: RssAnon at the end, MiB", run.anon_mib)
+                    note(f"{key}: Pss at the end, MiB", run.pss_mib)
+                    note(f"{key}: VmHWM, MiB", run.hwm_mib)
+                    if processes == 1:
+                        one = run.articles_per_s
+                    elif one:
+                        note(f"{key}: vs one process", run.articles_per_s / one)
+                    print(f"{tag}: {run}", file=sys.stderr, flush=True)
+            print(f"after repeat {repeat}:\n{table(rows, 2)}", file=sys.stderr, flush=True)
+    print(
+        f"{os.cpu_count()} cores, load average {load:.1f} -> {os.getloadavg()[0]:.1f}; "
+        f"model {bench.name}, {args.articles} articles, {args.repeats} repeats; "
+        f"lanes {lanes}"
+    )
+    print("| measurement | median (min-max) |\n|---|---|")
+    print(table(rows, 2))
+
+
+if __name__ == "__main__":
+    main()
