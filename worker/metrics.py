@@ -107,6 +107,22 @@ class Metrics:
             "Times the worker left and rejoined the group because a join never completed",
             registry=r,
         )
+        self.systemic_failures = Counter(
+            f"{PREFIX}_inference_systemic_failures",
+            "Batches not answered because the model failed on known-good input too; their "
+            "partitions were rewound",
+            registry=r,
+        )
+        self.breaker_trips = Counter(
+            f"{PREFIX}_inference_breaker_trips",
+            "Times the inference circuit breaker opened from closed",
+            registry=r,
+        )
+        self.breaker_open = Gauge(
+            f"{PREFIX}_inference_breaker_open",
+            "1 while the inference circuit breaker is open or half-open (/healthz fails)",
+            registry=r,
+        )
         self.discarded = Counter(
             f"{PREFIX}_messages_discarded",
             "In-flight messages dropped uncommitted (revocation or rewind); they are read again",

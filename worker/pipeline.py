@@ -44,6 +44,7 @@ from common.logging import get_logger
 from messaging import MessagingError, Record, TopicPartition, UndecodableError
 from worker.assembler import Assembler, Batches, Intake
 from worker.batcher import Batcher
+from worker.breaker import Breaker
 from worker.delivery import Delivery
 from worker.inference import Scorer
 from worker.items import Item, Polled
@@ -118,6 +119,14 @@ class Pipeline:
             halt=self.halt,
         )
         answers: Answers = queue.Queue(maxsize=1)
+        self.breaker = Breaker(
+            window=settings.breaker_window,
+            threshold=settings.breaker_threshold,
+            backoff_initial_s=settings.breaker_backoff_initial_s,
+            backoff_max_s=settings.breaker_backoff_max_s,
+            metrics=metrics,
+        )
+        """Open while the model fails on known-good input (``/healthz`` fails)."""
         self.scoring = Scoring(
             self.batches,
             answers,
@@ -125,6 +134,7 @@ class Pipeline:
             results=results,
             scorer=scorer,
             metrics=metrics,
+            breaker=self.breaker,
             halt=self.halt,
         )
         self.delivery = Delivery(
@@ -235,7 +245,7 @@ class Pipeline:
             self.tracker.restart(tp, offset)
             self.metrics.rewinds.inc()
             log.warning(
-                "partition rewound after a failed publish",
+                "partition rewound (a failed publish or a failing model); read again from",
                 topic=tp.topic,
                 partition=tp.partition,
                 offset=offset,

@@ -4,6 +4,11 @@ It drops the items whose partition was revoked or rewound since they were polled
 the rest with the model that encoded them, and builds one prediction or dead letter per
 message. The results go to the delivery thread (``worker.delivery``) through a queue of one,
 so the next batch is scored while the previous one is being published or committed.
+
+A batch the model failed on as a whole (:attr:`worker.inference.Scored.systemic`) gets no
+results at all: its partitions are rewound, as after a failed publish, so nothing of it is
+dead-lettered or committed and it is read again; :class:`worker.breaker.Breaker` counts it
+and, once most recent batches failed, holds scoring back for a growing backoff.
 """
 
 from __future__ import annotations
@@ -15,13 +20,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from common.logging import get_logger
 from worker.assembler import Batches, ModelBatch
+from worker.breaker import Breaker
 from worker.inference import Model, Scored, Scorer
 from worker.items import Item
 from worker.metrics import Metrics
 from worker.offsets import OffsetTracker
 from worker.results import Outgoing, Results
 from worker.stages import END, _End, get, put
+
+log = get_logger("worker.scoring")
 
 
 @dataclass(frozen=True)
@@ -49,8 +58,10 @@ class Scoring:
         results: Results,
         scorer: Scorer,
         metrics: Metrics,
+        breaker: Breaker,
         halt: threading.Event,
     ) -> None:
+        self._breaker = breaker
         self._batches = batches
         self._answers = answers
         self._tracker = tracker
@@ -69,6 +80,8 @@ class Scoring:
             if isinstance(work, _End):
                 self._put(END)
                 return
+            if not self._breaker.wait(self._halt):
+                return
             self.busy_since = time.monotonic()
             try:
                 answered = self.score(work)
@@ -82,8 +95,29 @@ class Scoring:
         items = self._current(work.batch.items)
         if not items:
             return None
-        outgoing, scored = self._outcomes(work.model, items)
+        to_score = [i for i in items if i.rejection is None]
+        scored = self._scorer.score(work.model, [i.token_ids for i in to_score])
+        if scored.systemic is not None:
+            self._rewind(work, items, scored.systemic)
+            return None
+        if scored.rows:
+            self._breaker.succeeded()
+        outgoing = self._outcomes(work.model, items, scored)
         return Answered(work, outgoing, scored, batch_context(work, items))
+
+    def _rewind(self, work: ModelBatch, items: list[Item], error: Exception) -> None:
+        """The model is broken, not the articles: answer none, read them all again later."""
+        for key in {(i.origin.tp, i.origin.epoch) for i in items}:
+            self._tracker.fail(*key)
+        self._metrics.systemic_failures.inc()
+        self._metrics.discarded.inc(len(items))
+        reason = f"{type(error).__name__}: {error}"
+        log.warning(
+            "the model fails on known-good input too; batch not answered, partitions rewound",
+            **batch_context(work, items),
+            error=reason,
+        )
+        self._breaker.failed(reason)
 
     def _put(self, answered: Answered | _End) -> None:
         put(self._answers, answered, self._halt)
@@ -97,9 +131,7 @@ class Scoring:
             self._metrics.discarded.inc(len(items) - len(kept))
         return kept
 
-    def _outcomes(self, model: Model, items: list[Item]) -> tuple[list[Outgoing], Scored]:
-        to_score = [i for i in items if i.rejection is None]
-        scored = self._scorer.score(model, [i.token_ids for i in to_score])
+    def _outcomes(self, model: Model, items: list[Item], scored: Scored) -> list[Outgoing]:
         rows = iter(scored.rows)
         now = datetime.now(UTC)
         outgoing = []
@@ -119,7 +151,7 @@ class Scoring:
                         item.origin, "internal", f"{type(exc).__name__}: {exc}", item.payload
                     )
                 )
-        return outgoing, scored
+        return outgoing
 
 
 def batch_context(work: ModelBatch, items: list[Item]) -> dict[str, Any]:

@@ -84,6 +84,19 @@ class WorkerSettings(BaseSettings):
     ``session_timeout_ms``: a rebalance may wait that long for a dead member."""
     producer_linger_ms: int = Field(default=5, ge=0)
 
+    # -- inference circuit breaker (worker/breaker.py) ----------------------------------------
+    breaker_window: int = Field(default=8, ge=1, le=10_000)
+    """Batches the breaker looks back over. A batch fails when every article of it failed and
+    the model fails on its known-good warm-up input too; such a batch is never dead-lettered
+    (its partitions are rewound), whether or not the breaker opens."""
+    breaker_threshold: float = Field(default=0.5, gt=0, le=1)
+    """The breaker opens when at least this share of the last ``breaker_window`` batches
+    failed: scoring stops, ``/healthz`` fails, the next try waits out the backoff."""
+    breaker_backoff_initial_s: float = Field(default=1.0, gt=0, le=3600)
+    """The first wait while open; each failed trial doubles it..."""
+    breaker_backoff_max_s: float = Field(default=60.0, gt=0, le=3600)
+    """...up to this. A trial that scores closes the breaker and resets the wait."""
+
     # -- model ------------------------------------------------------------------------------
     model_alias: Literal["production", "canary"] = "production"
     model_path: Path | None = None
@@ -106,6 +119,8 @@ class WorkerSettings(BaseSettings):
             raise ValueError("heartbeat_interval_ms must be at most a third of session_timeout_ms")
         if self.revoke_timeout_s * 1000 >= self.session_timeout_ms:
             raise ValueError("revoke_timeout_s must be shorter than session_timeout_ms")
+        if self.breaker_backoff_initial_s > self.breaker_backoff_max_s:
+            raise ValueError("breaker_backoff_initial_s must be at most breaker_backoff_max_s")
         if self.join_timeout_s * 1000 <= self.session_timeout_ms:
             raise ValueError("join_timeout_s must be longer than session_timeout_ms")
         return self

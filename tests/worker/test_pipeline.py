@@ -324,3 +324,69 @@ def test_waiting_for_a_model_ends_when_the_worker_is_stopped() -> None:
     stop = threading.Event()
     threading.Timer(0.05, stop.set).start()
     assert models.first_model(Flaky(failures=10**6), stop) is None  # type: ignore[arg-type]
+
+
+class Outage(FakeModel):
+    """A model whose every forward pass raises while ``broken`` is set (a sticky device
+    error): its warm-up input fails too."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.broken = threading.Event()
+        self.failed_calls = 0
+
+    def scores(self, token_ids: Sequence[Sequence[int]]) -> np.ndarray:
+        if self.broken.is_set():
+            self.failed_calls += 1
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return super().scores(token_ids)
+
+
+def test_a_model_failing_on_everything_is_not_dead_lettered_and_recovers_on_its_own() -> None:
+    source = FakeSource(TOPIC, {0: [article(i) for i in range(50)]})
+    model = Outage()
+    harness = Harness(
+        source,
+        FakeSink(),
+        model,
+        breaker_window=4,
+        breaker_backoff_initial_s=0.05,
+        breaker_backoff_max_s=0.2,
+    )
+    with harness.running():
+        wait_until(lambda: harness.results() == 50)
+        wait_until(lambda: source.committed == {P0: 50})
+        model.broken.set()
+        source.append(0, [article(i) for i in range(50, 150)])
+        wait_until(lambda: harness.value("inference_breaker_open") == 1)
+        wait_until(lambda: model.failed_calls > 40)  # several trials, each failing
+        assert harness.pipeline.breaker.is_open()
+        assert harness.dead_letters() == []
+        assert harness.results() == 50
+        assert source.committed == {P0: 50}
+        model.broken.clear()
+        wait_until(lambda: source.committed == {P0: 150})
+        assert not harness.pipeline.breaker.is_open()
+    assert harness.dead_letters() == []
+    assert set(ids(harness.predictions())) == {f"a{i}" for i in range(150)}
+    assert harness.value("inference_breaker_trips_total") == 1
+    assert harness.value("inference_systemic_failures_total") >= 2
+    assert harness.value("inference_breaker_open") == 0
+
+
+def test_poisoned_articles_alone_in_their_batches_are_dead_lettered_the_breaker_stays_shut() -> (
+    None
+):
+    values = [article(i) for i in range(20)]
+    poisoned = {3, 4, 5, 6, 7, 12}
+    for i in poisoned:
+        values[i] = article(i, f"markets {POISON} fell")
+    source = FakeSource(TOPIC, {0: values})
+    harness = Harness(source, FakeSink(), FakeModel(), max_batch_size=1, breaker_window=2)
+    with harness.running():
+        wait_until(lambda: harness.results() == 20)
+        wait_until(lambda: source.committed == {P0: 20})
+    letters = {d["source"]["offset"]: d["error_kind"] for d in harness.dead_letters()}
+    assert letters == dict.fromkeys(poisoned, "inference")
+    assert harness.value("inference_systemic_failures_total") == 0
+    assert harness.value("inference_breaker_trips_total") == 0
