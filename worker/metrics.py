@@ -85,6 +85,12 @@ class Metrics:
         self.publish_failures = Counter(
             f"{PREFIX}_publish_failures", "Results the broker did not acknowledge", registry=r
         )
+        self.refused_replacements = Counter(
+            f"{PREFIX}_refused_results_replaced",
+            "Results the broker kept refusing, replaced by a smaller record, by replacement",
+            ["replacement"],
+            registry=r,
+        )
         self.rewinds = Counter(
             f"{PREFIX}_partition_rewinds",
             "Partitions sought back to their last acknowledged offset after a failed publish",

@@ -146,6 +146,7 @@ class Pipeline:
             exactly_once=settings.exactly_once,
             membership=source.membership,
             halt=self.halt,
+            refused_retries=settings.refused_retries,
         )
         self.stages = [
             Stage("assembler", assembler.run),

@@ -52,6 +52,12 @@ class WorkerSettings(BaseSettings):
     transaction_timeout_s: float = Field(default=30.0, gt=0, le=600)
     """Exactly-once: the longest wait for the broker to answer a transactional request
     (send the offsets, commit, abort); past it the worker stops rather than wait forever."""
+    refused_retries: int = Field(default=2, ge=0, le=100)
+    """A result the broker refuses for itself (over its topic's ``max.message.bytes``, a topic
+    this worker may not write) is sent again this many times, its partition rewound each
+    time; then a prediction is replaced by a dead letter saying why, a dead letter by a bare
+    one (no payload); if even that is refused, the worker stops with exit status 1
+    (worker/refusals.py)."""
     dlq_max_payload_bytes: int = Field(default=256 * 1024, ge=0)
     """A dead letter keeps at most this much of the original message (base64 grows it 4/3)."""
 
