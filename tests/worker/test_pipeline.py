@@ -7,6 +7,8 @@ against the real Kafka are in test_worker_kafka.py.
 
 from __future__ import annotations
 
+import base64
+import json
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -23,6 +25,7 @@ from worker.inference import Scorer
 from worker.metrics import Metrics
 from worker.offsets import TopicPartition
 from worker.pipeline import Pipeline
+from worker.refusals import RefusedResultError
 from worker.settings import WorkerSettings
 from worker.swap import ModelSlot, Swapper
 
@@ -390,3 +393,54 @@ def test_poisoned_articles_alone_in_their_batches_are_dead_lettered_the_breaker_
     assert letters == dict.fromkeys(poisoned, "inference")
     assert harness.value("inference_systemic_failures_total") == 0
     assert harness.value("inference_breaker_trips_total") == 0
+
+
+def test_a_prediction_the_broker_always_refuses_becomes_a_dead_letter_after_bounded_retries() -> (
+    None
+):
+    values = [article(i) for i in range(30)]
+    values[12] = json.dumps({"id": "long-" + "x" * 250, "body": "profit rose"}).encode()
+    source = FakeSource(TOPIC, {0: values})
+    sink = FakeSink(max_bytes={"articles.predictions": 450})  # the others' are about 330
+    harness = Harness(source, sink, FakeModel(), refused_retries=2)
+    with harness.running():
+        wait_until(lambda: source.committed == {P0: 30})
+    assert sink.too_large == [("articles.predictions", sink.too_large[0][1])] * 3
+    (letter,) = harness.dead_letters()
+    assert letter["source"]["offset"] == 12
+    assert letter["error_kind"] == "internal"
+    assert "refused by the broker: 3 times" in letter["error_message"]
+    assert "MessageSizeTooLargeError" in letter["error_message"]
+    assert base64.b64decode(letter["payload"]) == values[12]
+    assert len(ids(harness.predictions())) == 29
+    assert harness.value("refused_results_replaced_total", replacement="dead letter") == 1
+
+
+def test_a_dead_letter_too_large_for_its_topic_is_sent_bare_after_bounded_retries() -> None:
+    values = [article(i) for i in range(10)]
+    values[4] = b"\xff" + b"not json " * 300
+    source = FakeSource(TOPIC, {0: values})
+    sink = FakeSink(max_bytes={"articles.dlq": 1500})
+    harness = Harness(source, sink, FakeModel(), refused_retries=1)
+    with harness.running():
+        wait_until(lambda: source.committed == {P0: 10})
+    assert [topic for topic, _ in sink.too_large] == ["articles.dlq"] * 2
+    (letter,) = harness.dead_letters()
+    assert letter["source"]["offset"] == 4
+    assert letter["payload"] == "" and letter["key"] is None
+    assert "refused by the broker: 2 times" in letter["error_message"]
+    assert harness.value("refused_results_replaced_total", replacement="bare") == 1
+    assert len(ids(harness.predictions())) == 9
+
+
+def test_a_worker_whose_every_dead_letter_is_refused_stops_instead_of_rewinding_for_ever() -> None:
+    values = [article(i) for i in range(10)]
+    values[4] = b"{broken"
+    source = FakeSource(TOPIC, {0: values})
+    sink = FakeSink(max_bytes={"articles.dlq": 10})
+    harness = Harness(source, sink, FakeModel(), refused_retries=1)
+    refused = pytest.raises(RefusedResultError, match=r"articles\[0\]@4 was refused 3 times")
+    with refused, harness.running():
+        wait_until(lambda: harness.error is not None)
+    assert len(sink.too_large) == 3, "as it is, once more, then bare"
+    assert source.committed.get(P0, 0) <= 4
