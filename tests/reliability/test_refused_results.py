@@ -110,7 +110,7 @@ def test_a_worker_whose_bare_dead_letter_is_refused_too_exits_non_zero_naming_th
     env = env_for(service_env, t, group_id, model_path=str(toy_model), refused_retries=str(RETRIES))
     worker = processes(env, "worker")
     code = worker.wait(120)
-    assert code != 0
+    assert code == 2, "a TagstreamError: error line, exit status 2"
     (line,) = worker.events("every form of this result was refused by the broker; stopping")
     assert (line["partition"], line["offset"]) == (0, 20)
     assert line["refusals"] == RETRIES + 2, "as it is, the retries, then bare"
