@@ -93,7 +93,8 @@ class Metrics:
         )
         self.rewinds = Counter(
             f"{PREFIX}_partition_rewinds",
-            "Partitions sought back to their last acknowledged offset after a failed publish",
+            "Partitions sought back to their last acknowledged offset after a failed publish or a "
+            "batch the model failed on as a whole",
             registry=r,
         )
         self.rebalances = Counter(

@@ -246,7 +246,7 @@ class Pipeline:
             self.tracker.restart(tp, offset)
             self.metrics.rewinds.inc()
             log.warning(
-                "partition rewound (a failed publish or a failing model); read again from",
+                "partition rewound after a failed publish or a failing model; read again",
                 topic=tp.topic,
                 partition=tp.partition,
                 offset=offset,
