@@ -16,8 +16,8 @@ published, nothing past it committed) and reports a failed batch here.
 While open the scoring stage waits out the backoff (bounded, doubling from
 ``backoff_initial_s`` to ``backoff_max_s``) before it scores again; the batches behind it
 wait, the intake fills and the poll thread pauses the partitions, so the group membership
-holds. ``/healthz`` fails while the breaker is open. A batch that scores closes it and clears
-the window and the backoff.
+holds; a drain cuts the wait short. ``/healthz`` fails while the breaker is open. A batch
+that scores closes it and clears the window and the backoff.
 
 Thread-safe: the scoring thread records and waits, the health server reads.
 """
@@ -36,6 +36,9 @@ from worker.metrics import Metrics
 log = get_logger("worker.breaker")
 
 State = Literal["closed", "open", "half-open"]
+
+WAIT_SLICE_S = 0.1
+"""How often a wait looks at the drain flag."""
 
 
 class Breaker:
@@ -109,14 +112,20 @@ class Breaker:
             self._metrics.breaker_open.set(0)
         log.info("inference works again; breaker closed")
 
-    def wait(self, halt: threading.Event) -> bool:
+    def wait(self, halt: threading.Event, hurry: threading.Event | None = None) -> bool:
         """While open, wait for the backoff to pass (False if halted first); the batch
-        scored next is the trial."""
+        scored next is the trial. ``hurry`` (the worker is draining) cuts the wait short, so
+        what is left is tried, and rewound if it fails, before the drain deadline."""
         with self._lock:
             if self._state != "open":
                 return True
-            remaining = self._retry_at - time.monotonic()
-        if remaining > 0 and halt.wait(remaining):
+            deadline = self._retry_at
+        while (remaining := deadline - time.monotonic()) > 0:
+            if hurry is not None and hurry.is_set():
+                break
+            if halt.wait(min(remaining, WAIT_SLICE_S)):
+                return False
+        if halt.is_set():
             return False
         with self._lock:
             if self._state == "open":

@@ -136,6 +136,7 @@ class Pipeline:
             metrics=metrics,
             breaker=self.breaker,
             halt=self.halt,
+            stopping=self.stopping,
         )
         self.delivery = Delivery(
             answers,

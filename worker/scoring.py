@@ -60,8 +60,10 @@ class Scoring:
         metrics: Metrics,
         breaker: Breaker,
         halt: threading.Event,
+        stopping: threading.Event | None = None,
     ) -> None:
         self._breaker = breaker
+        self._stopping = stopping
         self._batches = batches
         self._answers = answers
         self._tracker = tracker
@@ -80,7 +82,7 @@ class Scoring:
             if isinstance(work, _End):
                 self._put(END)
                 return
-            if not self._breaker.wait(self._halt):
+            if not self._breaker.wait(self._halt, self._stopping):
                 return
             self.busy_since = time.monotonic()
             try:

@@ -93,3 +93,12 @@ def test_bad_parameters_are_refused() -> None:
         breaker(Metrics(), threshold=0)
     with pytest.raises(ValueError, match="backoff"):
         breaker(Metrics(), backoff_initial_s=2, backoff_max_s=1)
+
+
+def test_a_drain_cuts_the_backoff_short_and_the_next_batch_is_the_trial() -> None:
+    b = breaker(Metrics(), window=1, threshold=1.0, backoff_initial_s=600, backoff_max_s=600)
+    b.failed("x")
+    hurry = threading.Event()
+    threading.Timer(0.05, hurry.set).start()
+    assert b.wait(threading.Event(), hurry)
+    assert b.state == "half-open"

@@ -456,3 +456,24 @@ def test_a_worker_whose_every_dead_letter_is_refused_stops_instead_of_rewinding_
         wait_until(lambda: harness.error is not None)
     assert len(sink.too_large) == 3, "as it is, once more, then bare"
     assert source.committed.get(P0, 0) <= 4
+
+
+def test_a_stop_while_the_model_fails_ends_without_waiting_out_the_backoff() -> None:
+    """The drain deadline (60 s) and the backoff (10 min) are both longer than the harness
+    waits for the pipeline to stop (30 s): only cutting the backoff short gets there."""
+    source = FakeSource(TOPIC, {0: [article(i) for i in range(40)]})
+    model = Outage()
+    model.broken.set()
+    harness = Harness(
+        source,
+        FakeSink(),
+        model,
+        breaker_window=1,
+        breaker_backoff_initial_s=600,
+        breaker_backoff_max_s=600,
+        drain_timeout_s=60,
+    )
+    with harness.running():
+        wait_until(lambda: harness.value("inference_breaker_open") == 1)
+    assert harness.dead_letters() == harness.predictions() == []
+    assert source.committed.get(P0, 0) == 0
