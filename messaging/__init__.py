@@ -32,11 +32,17 @@ kafka-python workarounds, all of them here (docs/kafka.md tells the story of eac
    no partition attached, and the same batch raises again on every poll. :meth:`Consumer.poll`
    names the partition and offset, pauses that partition and reports it
    (:class:`~messaging.errors.UndecodableError`), so the others go on.
-6. *Deadlines.* ``commit_transaction``, ``send_offsets_to_transaction`` and
-   ``abort_transaction`` wait without a deadline in kafka-python; :class:`Producer` waits on
-   each with one (``Producer.transaction_timeout_s``).
+6. *Deadlines.* ``commit_transaction``, ``send_offsets_to_transaction``,
+   ``abort_transaction`` and ``init_transactions`` wait without a deadline (or deaf to a stop)
+   in kafka-python; :class:`Producer` waits on each with one (``transaction_timeout_s``).
+7. *Flush and close.* kafka-python's flush waits per pending batch and its close raises with
+   the sender still running; :meth:`Producer.flush` has one deadline in all and
+   :meth:`Producer.close` stops the sender when it runs out.
+8. *A refused record.* One record the broker refuses for itself makes kafka-python's idempotent
+   producer fatal for good, and leaves a transactional one with a sequence gap; the producer
+   bumps the epoch instead, or reopens the transactional client after the abort.
 
-kafka-python is pinned to 3.0.x in pyproject.toml: 2, 4 and 5 read its internals.
+kafka-python is pinned to 3.0.x in pyproject.toml: 2, 4, 5, 6, 7 and 8 read its internals.
 """
 
 from messaging.admin import Admin, TopicSpec, ensure_topics, wait_until_ready

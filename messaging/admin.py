@@ -38,9 +38,13 @@ class TopicSpec:
     replication_factor: int | None = None
     min_insync_replicas: int | None = None
     retention_ms: int | None = None
+    max_message_bytes: int | None = None
+    """The largest record batch the broker accepts on this topic (``max.message.bytes``)."""
 
     def request(self) -> dict[str, Any]:
         configs = {}
+        if self.max_message_bytes is not None:
+            configs["max.message.bytes"] = str(self.max_message_bytes)
         if self.min_insync_replicas is not None:
             configs["min.insync.replicas"] = str(self.min_insync_replicas)
         if self.retention_ms is not None:

@@ -18,6 +18,17 @@ kafka-python's ``flush(timeout)`` waits up to ``timeout`` for each pending batch
 its ``close`` flushes first and raises there, leaving the sender running. Here
 :meth:`Producer.flush` has one deadline for all of them (it waits on every send's outcome),
 and :meth:`Producer.close` stops the sender when its flush runs out of time.
+
+kafka-python 3.0.12 puts an idempotent producer that is not transactional into a fatal state
+for good when the broker refuses one record for itself (``MESSAGE_TOO_LARGE`` for a batch of
+one, ``TOPIC_AUTHORIZATION_FAILED``): every later send fails with that same error, so one
+oversized dead letter would stop all output. Here such a refusal fails that record's batch
+and bumps the producer epoch instead (KIP-360, as for a sequence error), which resets the
+sequence numbers the refused batch left a gap in; the records behind it are sent on under the
+new epoch (:func:`_refusals_are_not_fatal`). A transactional producer aborts the transaction
+such a refusal spoils, but its sequence numbers keep the gap and the next transaction's
+records to that partition fail; so after that abort the client is replaced by a new one with
+the same ``transactional_id`` (``init_transactions`` starts a fresh epoch).
 """
 
 from __future__ import annotations
@@ -29,11 +40,13 @@ from collections.abc import Callable
 from typing import Any
 
 from kafka import KafkaProducer
+from kafka import errors as kafka_errors
 
 from common.settings import KafkaSettings
 from messaging.config import producer_config
 from messaging.consumer import kafka_offsets
 from messaging.errors import (
+    REFUSED,
     DeadlineError,
     MessagingError,
     RetriableError,
@@ -72,10 +85,20 @@ class Producer:
         self._cancel = cancel or threading.Event()
         self._pending = 0
         self._settled = threading.Condition()
+        self._config = config
+        self._producer = self._open()
+
+    def _open(self) -> KafkaProducer:
+        """A new client from the configuration; transactions initialised (fencing an older
+        producer with this id) within the deadline."""
         with translated():
-            self._producer = KafkaProducer(**config)
-        if transactional_id is not None:
+            producer = KafkaProducer(**self._config)
+        self._producer = producer
+        if "transactional_id" in self._config:
             self._init_transactions()
+        else:
+            _refusals_are_not_fatal(producer)
+        return producer
 
     def send(self, topic: str, key: bytes | None, value: bytes, on_done: Done | None) -> None:
         """Hand one record to the client; ``on_done`` hears the broker's answer.
@@ -137,8 +160,13 @@ class Producer:
             self._await(self._manager().begin_commit(), "committing the transaction")
 
     def abort(self) -> None:
+        manager = self._manager()
+        refused = isinstance(manager._last_error, REFUSED_FOR_ITSELF)
         with translated():
-            self._await(self._manager().begin_abort(), "aborting the transaction")
+            self._await(manager.begin_abort(), "aborting the transaction")
+        if refused:  # see the module docstring
+            self.close(self._timeout_s)
+            self._producer = self._open()
 
     def _manager(self) -> Any:
         manager = self._producer._transaction_manager
@@ -183,3 +211,26 @@ class Producer:
             self._producer._sender.join(max(timeout_s, WAIT_SLICE_S))
             with translated():
                 self._producer.close(timeout=0)
+
+
+REFUSED_FOR_ITSELF = (*REFUSED, kafka_errors.TopicAuthorizationFailedError)
+"""Broker answers about one record or topic, not about the producer."""
+
+
+def _refusals_are_not_fatal(producer: KafkaProducer) -> None:
+    """Make a refused batch bump the epoch of an idempotent producer, not kill it (see the
+    module docstring); a producer without idempotence, or a broker before KIP-360, is left
+    as it is."""
+    manager = producer._transaction_manager
+    if manager is None or manager.is_transactional() or not manager._supports_epoch_bump():
+        return
+    classify = manager.classify_batch_error
+
+    def refusal_bumps_the_epoch(error: Any, batch: Any, log_start_offset: int = -1) -> Any:
+        kind = classify(error, batch, log_start_offset=log_start_offset)
+        error_type = error if isinstance(error, type) else type(error)
+        if kind == manager.ERROR_CLASS_FATAL and issubclass(error_type, REFUSED_FOR_ITSELF):
+            return manager.ERROR_CLASS_NEEDS_EPOCH_BUMP
+        return kind
+
+    manager.classify_batch_error = refusal_bumps_the_epoch

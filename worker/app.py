@@ -235,6 +235,8 @@ class Worker:
         if pipeline.undecodable:
             held = ", ".join(str(error) for error in pipeline.undecodable.values())
             return False, f"{detail}; undecodable: {held}"
+        if pipeline.breaker.is_open():
+            return False, f"{detail}; {pipeline.breaker.describe()}"
         return quiet_s < limit_s and busy_s < limit_s, detail
 
     def ready(self) -> tuple[bool, str]:

@@ -41,6 +41,7 @@ from messaging.producer import Done
 from worker.errors import FencedError, WorkerError
 from worker.metrics import Metrics
 from worker.offsets import OffsetTracker
+from worker.refusals import Refusals, is_refusal
 from worker.results import Outgoing, Results
 from worker.scoring import Answered, Answers
 from worker.sink import Sink
@@ -75,7 +76,9 @@ class Delivery:
         exactly_once: bool,
         membership: Callable[[], GroupMembership],
         halt: threading.Event,
+        refused_retries: int = 2,
     ) -> None:
+        self._refusals = Refusals(results, metrics, retries=refused_retries)
         self._answers = answers
         self._sink = sink
         self._tracker = tracker
@@ -117,8 +120,10 @@ class Delivery:
                 self._on_done(out)(exc)
 
     def _send(self, out: Outgoing, on_done: Callable[[Outgoing], Done] | None) -> Outgoing:
-        """Send ``out``; a record the client refuses outright (too large, say) is replaced by
-        a bare dead letter, so one odd message can never block its partition."""
+        """Send ``out``, or what replaces it after the broker refused it before; a record the
+        client refuses outright (too large, say) is replaced by a bare dead letter, so one odd
+        message can never block its partition."""
+        out = self._refusals.instead(out)
         try:
             self._sink.send(out.topic, out.key, out.value, on_done(out) if on_done else None)
             return out
@@ -138,9 +143,12 @@ class Delivery:
         def done(error: BaseException | None) -> None:
             origin = out.origin
             if error is None:
+                self._refusals.accepted(out)
                 if self._tracker.ack(origin.tp, origin.epoch, origin.offset):
                     self._count(out)
                 return
+            if is_refusal(error):
+                self._refusals.refused(out, error)
             self._metrics.publish_failures.inc()
             self._tracker.fail(origin.tp, origin.epoch)
             log.warning(
@@ -158,7 +166,7 @@ class Delivery:
         offsets = next_offsets(outgoing)
         try:
             self._sink.begin()
-            outgoing = [self._send(out, None) for out in outgoing]
+            outgoing = [self._send(out, self._on_sent_in_transaction) for out in outgoing]
             self._commit_transaction(outgoing, offsets)
         except ClientFencedError as exc:
             raise FencedError(f"this worker was fenced by a newer instance: {exc}") from exc
@@ -198,6 +206,17 @@ class Delivery:
             raise
         finally:
             self._tracker.end_commit((tp for tp, _ in keys), committed)
+
+    def _on_sent_in_transaction(self, out: Outgoing) -> Done:
+        """Only counts refusals: the transaction's commit or abort decides the rest."""
+
+        def done(error: BaseException | None) -> None:
+            if error is None:
+                self._refusals.accepted(out)
+            elif is_refusal(error):
+                self._refusals.refused(out, error)
+
+        return done
 
     def _commit(self) -> None:
         try:

@@ -7,6 +7,11 @@ back in input order and are checked (one row per input, one column per label). W
 fails (an exception, out of memory, a wrong shape), its inputs are split in halves and retried
 until the article that fails on its own is found: it gets the exception as its result, the
 others get their scores.
+
+When every input of a batch failed, the model is asked for its warm-up input, which is known
+good (:meth:`Model.warm_up`): if that fails too, the fault is the model's, not the articles'
+(a sticky CUDA error, a broken runtime), and :attr:`Scored.systemic` says so; the scoring
+stage then answers none of the batch (see :mod:`worker.breaker`).
 """
 
 from __future__ import annotations
@@ -50,6 +55,8 @@ class Scored:
     real_tokens: int
     padded_tokens: int
     seconds: float
+    systemic: Exception | None = None
+    """Set when the model failed on known-good input as well: no row is to be answered."""
 
     @property
     def padding_ratio(self) -> float:
@@ -80,9 +87,19 @@ class Scorer:
             for index, row in isolate(model, token_ids, group):
                 rows[index] = row
         assert all(row is not None for row in rows), "every input gets a result"
-        return Scored(
-            [r for r in rows if r is not None], sum(lengths), padded, time.perf_counter() - started
-        )
+        done = [r for r in rows if r is not None]
+        systemic = probe(model) if done and all(isinstance(r, Exception) for r in done) else None
+        return Scored(done, sum(lengths), padded, time.perf_counter() - started, systemic)
+
+
+def probe(model: Model) -> Exception | None:
+    """The exception the model fails with on its own warm-up input (None: it works)."""
+    try:
+        with torch.inference_mode():
+            model.warm_up()
+    except Exception as exc:
+        return exc
+    return None
 
 
 def isolate(

@@ -101,9 +101,16 @@ class Metrics:
         self.publish_failures = Counter(
             f"{PREFIX}_publish_failures", "Results the broker did not acknowledge", registry=r
         )
+        self.refused_replacements = Counter(
+            f"{PREFIX}_refused_results_replaced",
+            "Results the broker kept refusing, replaced by a smaller record, by replacement",
+            ["replacement"],
+            registry=r,
+        )
         self.rewinds = Counter(
             f"{PREFIX}_partition_rewinds",
-            "Partitions sought back to their last acknowledged offset after a failed publish",
+            "Partitions sought back to their last acknowledged offset after a failed publish or a "
+            "batch the model failed on as a whole",
             registry=r,
         )
         self.rebalances = Counter(
@@ -121,6 +128,22 @@ class Metrics:
         self.rejoins = Counter(
             f"{PREFIX}_forced_rejoins",
             "Times the worker left and rejoined the group because a join never completed",
+            registry=r,
+        )
+        self.systemic_failures = Counter(
+            f"{PREFIX}_inference_systemic_failures",
+            "Batches not answered because the model failed on known-good input too; their "
+            "partitions were rewound",
+            registry=r,
+        )
+        self.breaker_trips = Counter(
+            f"{PREFIX}_inference_breaker_trips",
+            "Times the inference circuit breaker opened from closed",
+            registry=r,
+        )
+        self.breaker_open = Gauge(
+            f"{PREFIX}_inference_breaker_open",
+            "1 while the inference circuit breaker is open or half-open (/healthz fails)",
             registry=r,
         )
         self.discarded = Counter(

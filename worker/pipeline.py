@@ -48,6 +48,7 @@ from common.logging import get_logger
 from messaging import MessagingError, Record, TopicPartition, UndecodableError
 from worker.assembler import Assembler, Batches, Intake
 from worker.batcher import Batcher
+from worker.breaker import Breaker
 from worker.delivery import Delivery
 from worker.inference import Scorer
 from worker.items import Item, Polled
@@ -143,6 +144,14 @@ class Pipeline:
                 metrics=metrics,
                 scorer=scorer,
             )
+        self.breaker = Breaker(
+            window=settings.breaker_window,
+            threshold=settings.breaker_threshold,
+            backoff_initial_s=settings.breaker_backoff_initial_s,
+            backoff_max_s=settings.breaker_backoff_max_s,
+            metrics=metrics,
+        )
+        """Open while the model fails on known-good input (``/healthz`` fails)."""
         self.scoring = Scoring(
             self.batches,
             answers,
@@ -150,8 +159,10 @@ class Pipeline:
             results=results,
             scorer=scorer,
             metrics=metrics,
+            breaker=self.breaker,
             halt=self.halt,
             shadow=shadowing,
+            stopping=self.stopping,
         )
         self.delivery = Delivery(
             answers,
@@ -162,6 +173,7 @@ class Pipeline:
             exactly_once=settings.exactly_once,
             membership=source.membership,
             halt=self.halt,
+            refused_retries=settings.refused_retries,
         )
         self.stages = [
             Stage("assembler", assembler.run),
@@ -284,7 +296,7 @@ class Pipeline:
             self.tracker.restart(tp, offset)
             self.metrics.rewinds.inc()
             log.warning(
-                "partition rewound after a failed publish",
+                "partition rewound after a failed publish or a failing model; read again",
                 topic=tp.topic,
                 partition=tp.partition,
                 offset=offset,

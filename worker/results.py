@@ -23,6 +23,9 @@ class Outgoing:
     value: bytes
     origin: Origin
     error_kind: ErrorKind | None = None
+    payload: bytes = b""
+    """The original message of a prediction, for the dead letter that replaces it should the
+    broker refuse the prediction itself (see ``worker.delivery``)."""
 
 
 class Results:
@@ -88,6 +91,7 @@ class Results:
             item.article.id.encode(),
             to_json(prediction, inf_nan_mode="null"),
             origin,
+            payload=item.payload,
         )
 
     def dead_letter(
@@ -130,6 +134,17 @@ class Results:
             f"result could not be published: {type(exc).__name__}: {exc}",
             b"",
             keep_key=False,
+        )
+
+    def refused(self, out: Outgoing, reason: str, *, bare: bool) -> Outgoing:
+        """A dead letter for a result the broker kept refusing: with the original message
+        (a prediction's replacement) or ``bare`` (no payload, no key: the last resort)."""
+        return self.dead_letter(
+            out.origin,
+            "internal",
+            f"result refused by the broker: {reason}",
+            b"" if bare else out.payload,
+            keep_key=not bare,
         )
 
     def failed(self, item: Item, exc: Exception) -> Outgoing:

@@ -4,6 +4,11 @@ It drops the items whose partition was revoked or rewound since they were polled
 the rest with the model that encoded them, and builds one prediction or dead letter per
 message. The results go to the delivery thread (``worker.delivery``) through a queue of one,
 so the next batch is scored while the previous one is being published or committed.
+
+A batch the model failed on as a whole (:attr:`worker.inference.Scored.systemic`) gets no
+results at all: its partitions are rewound, as after a failed publish, so nothing of it is
+dead-lettered or committed and it is read again; :class:`worker.breaker.Breaker` counts it
+and, once most recent batches failed, holds scoring back for a growing backoff.
 """
 
 from __future__ import annotations
@@ -17,7 +22,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from common.logging import get_logger
 from worker.assembler import Batches, ModelBatch
+from worker.breaker import Breaker
 from worker.inference import Model, Scored, Scorer
 from worker.items import Item
 from worker.metrics import Metrics
@@ -25,6 +32,8 @@ from worker.offsets import OffsetTracker
 from worker.results import Outgoing, Results
 from worker.shadow import Shadow
 from worker.stages import END, _End, get, put
+
+log = get_logger("worker.scoring")
 
 
 @dataclass(frozen=True)
@@ -54,10 +63,14 @@ class Scoring:
         results: Results,
         scorer: Scorer,
         metrics: Metrics,
+        breaker: Breaker,
         halt: threading.Event,
+        stopping: threading.Event | None = None,
         shadow: Shadow | None = None,
     ) -> None:
         self._shadow = shadow
+        self._breaker = breaker
+        self._stopping = stopping
         self._batches = batches
         self._answers = answers
         self._tracker = tracker
@@ -76,6 +89,8 @@ class Scoring:
             if isinstance(work, _End):
                 self._put(END)
                 return
+            if not self._breaker.wait(self._halt, self._stopping):
+                return
             self.busy_since = time.monotonic()
             try:
                 answered = self.score(work)
@@ -91,13 +106,33 @@ class Scoring:
         items = self._current(work.batch.items)
         if not items:
             return None
-        outgoing, scored = self._outcomes(work.model, items)
-        scored_items = [i for i in items if i.rejection is None]
+        to_score = [i for i in items if i.rejection is None]
+        scored = self._scorer.score(work.model, [i.token_ids for i in to_score])
+        if scored.systemic is not None:
+            self._rewind(work, items, scored.systemic)
+            return None
+        if scored.rows:
+            self._breaker.succeeded()
+        outgoing = self._outcomes(work.model, items, scored)
         self._metrics.observe_inputs(
-            [i.token_ids for i in scored_items],
-            [i.article.source for i in scored_items if i.article is not None],
+            [i.token_ids for i in to_score],
+            [i.article.source for i in to_score if i.article is not None],
         )
-        return Answered(work, outgoing, scored, batch_context(work, items), scored_items)
+        return Answered(work, outgoing, scored, batch_context(work, items), to_score)
+
+    def _rewind(self, work: ModelBatch, items: list[Item], error: Exception) -> None:
+        """The model is broken, not the articles: answer none, read them all again later."""
+        for key in {(i.origin.tp, i.origin.epoch) for i in items}:
+            self._tracker.fail(*key)
+        self._metrics.systemic_failures.inc()
+        self._metrics.discarded.inc(len(items))
+        reason = f"{type(error).__name__}: {error}"
+        log.warning(
+            "the model fails on known-good input too; batch not answered, partitions rewound",
+            **batch_context(work, items),
+            error=reason,
+        )
+        self._breaker.failed(reason)
 
     def _put(self, answered: Answered | _End) -> None:
         put(self._answers, answered, self._halt)
@@ -111,9 +146,7 @@ class Scoring:
             self._metrics.discarded.inc(len(items) - len(kept))
         return kept
 
-    def _outcomes(self, model: Model, items: list[Item]) -> tuple[list[Outgoing], Scored]:
-        to_score = [i for i in items if i.rejection is None]
-        scored = self._scorer.score(model, [i.token_ids for i in to_score])
+    def _outcomes(self, model: Model, items: list[Item], scored: Scored) -> list[Outgoing]:
         rows = iter(scored.rows)
         now = datetime.now(UTC)
         outgoing = []
@@ -131,7 +164,7 @@ class Scoring:
                 outgoing.append(
                     self._results.dead_letter(item.origin, "internal", unfit(exc), item.payload)
                 )
-        return outgoing, scored
+        return outgoing
 
 
 def unfit(exc: Exception) -> str:

@@ -52,6 +52,12 @@ class WorkerSettings(BaseSettings):
     transaction_timeout_s: float = Field(default=30.0, gt=0, le=600)
     """Exactly-once: the longest wait for the broker to answer a transactional request
     (send the offsets, commit, abort); past it the worker stops rather than wait forever."""
+    refused_retries: int = Field(default=2, ge=0, le=100)
+    """A result the broker refuses for itself (over its topic's ``max.message.bytes``, a topic
+    this worker may not write) is sent again this many times, its partition rewound each
+    time; then a prediction is replaced by a dead letter saying why, a dead letter by a bare
+    one (no payload); if even that is refused, the worker stops with exit status 1
+    (worker/refusals.py)."""
     dlq_max_payload_bytes: int = Field(default=256 * 1024, ge=0)
     """A dead letter keeps at most this much of the original message (base64 grows it 4/3)."""
 
@@ -89,6 +95,19 @@ class WorkerSettings(BaseSettings):
     switch_interval_ms: float | None = Field(default=None, gt=0, le=1000)
     """How often Python asks the thread holding the GIL to hand it over
     (``sys.setswitchinterval``); unset keeps Python's 5 ms. Process-wide, set by ``main``."""
+
+    # -- inference circuit breaker (worker/breaker.py) ----------------------------------------
+    breaker_window: int = Field(default=8, ge=1, le=10_000)
+    """Batches the breaker looks back over. A batch fails when every article of it failed and
+    the model fails on its known-good warm-up input too; such a batch is never dead-lettered
+    (its partitions are rewound), whether or not the breaker opens."""
+    breaker_threshold: float = Field(default=0.5, gt=0, le=1)
+    """The breaker opens when at least this share of the last ``breaker_window`` batches
+    failed: scoring stops, ``/healthz`` fails, the next try waits out the backoff."""
+    breaker_backoff_initial_s: float = Field(default=1.0, gt=0, le=3600)
+    """The first wait while open; each failed trial doubles it..."""
+    breaker_backoff_max_s: float = Field(default=60.0, gt=0, le=3600)
+    """...up to this. A trial that scores closes the breaker and resets the wait."""
 
     # -- model ------------------------------------------------------------------------------
     model_alias: Literal["production", "canary"] = "production"
@@ -131,6 +150,8 @@ class WorkerSettings(BaseSettings):
             raise ValueError("heartbeat_interval_ms must be at most a third of session_timeout_ms")
         if self.revoke_timeout_s * 1000 >= self.session_timeout_ms:
             raise ValueError("revoke_timeout_s must be shorter than session_timeout_ms")
+        if self.breaker_backoff_initial_s > self.breaker_backoff_max_s:
+            raise ValueError("breaker_backoff_initial_s must be at most breaker_backoff_max_s")
         if self.join_timeout_s * 1000 <= self.session_timeout_ms:
             raise ValueError("join_timeout_s must be longer than session_timeout_ms")
         if self.model_retry_max_s < self.model_retry_initial_s:

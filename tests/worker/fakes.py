@@ -2,21 +2,25 @@
 
 They keep the contracts the loop relies on and nothing more: the source hands out records
 per partition from a position, honours pause/seek/commit and calls the rebalance handler;
-the sink acknowledges each send through its callback (or refuses chosen ones once).
+the sink acknowledges each send through its callback, late, out of order and from a thread
+of its own (or refuses chosen ones).
 """
 
 from __future__ import annotations
 
 import json
 import queue
+import random
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
 
 from messaging import GroupMembership, RebalanceHandler, Record, TopicPartition
-from messaging.errors import DeadlineError, UndecodableError
+from messaging.errors import DeadlineError, RefusedError, RetriableError, UndecodableError
 from messaging.producer import Done
 
 POISON = "POISON"
@@ -176,28 +180,81 @@ class FakeSource:
 
 
 class FakeSink:
-    """Acknowledges every send at once, except the keys ``refuse`` names (once each)."""
+    """A producer whose acknowledgements come late and out of order, from a thread of its own,
+    as the real producer's come from its sender thread (stricter than the real one: across
+    and within partitions alike). It refuses the keys ``refuse`` names once each (a
+    retriable failure), and every time a record longer than ``max_bytes`` says for its topic
+    (as a broker refuses one over ``max.message.bytes``). A record counts as ``sent`` once it
+    is acknowledged."""
 
-    def __init__(self, refuse: set[bytes] | None = None) -> None:
+    def __init__(
+        self,
+        refuse: set[bytes] | None = None,
+        *,
+        max_bytes: dict[str, int] | None = None,
+        seed: int = 0,
+    ) -> None:
         self.sent: list[tuple[str, bytes | None, bytes]] = []
         self.refuse = set(refuse or ())
         self.refused: list[bytes] = []
-        self._lock = threading.Lock()
+        self.too_large: list[tuple[str, int]] = []
+        self.max_bytes = dict(max_bytes or {})
+        self._rng = random.Random(seed)
+        self._pending: list[Callable[[], None]] = []
+        self._running = 0
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._acknowledge, name="fake-acks", daemon=True)
+        self._thread.start()
 
     def send(self, topic: str, key: bytes | None, value: bytes, on_done: Done | None) -> None:
-        with self._lock:
-            refuse = key in self.refuse
-            if refuse:
-                assert key is not None
+        with self._changed:
+            error: BaseException | None = None
+            if key is not None and key in self.refuse:
                 self.refuse.discard(key)
                 self.refused.append(key)
-            else:
-                self.sent.append((topic, key, value))
+                error = RetriableError("broker said no")
+            elif len(value) > self.max_bytes.get(topic, len(value)):
+                self.too_large.append((topic, len(value)))
+                error = RefusedError(
+                    f"[Error 10] MessageSizeTooLargeError: {len(value)} bytes over the limit"
+                )
+            self._pending.append(partial(self._done, (topic, key, value), on_done, error))
+            self._changed.notify_all()
+
+    def _done(
+        self,
+        record: tuple[str, bytes | None, bytes],
+        on_done: Done | None,
+        error: BaseException | None,
+    ) -> None:
+        if error is None:
+            with self._changed:
+                self.sent.append(record)
         if on_done is not None:
-            on_done(RuntimeError("broker said no") if refuse else None)
+            on_done(error)
+
+    def _acknowledge(self) -> None:
+        """Forever: wait a little, then answer a random share of what is pending, shuffled."""
+        while True:
+            with self._changed:
+                while not self._pending:
+                    self._changed.wait()
+            threading.Event().wait(self._rng.uniform(0, 0.003))
+            with self._changed:
+                self._rng.shuffle(self._pending)
+                cut = self._rng.randint(1, len(self._pending))
+                now, self._pending = self._pending[:cut], self._pending[cut:]
+                self._running += 1
+            try:
+                for answer in now:
+                    answer()
+            finally:
+                with self._changed:
+                    self._running -= 1
+                    self._changed.notify_all()
 
     def on(self, topic: str) -> list[dict[str, Any]]:
-        with self._lock:
+        with self._changed:
             return [json.loads(v) for t, _, v in self.sent if t == topic]
 
     def begin(self) -> None:
@@ -215,20 +272,28 @@ class FakeSink:
         raise AssertionError("at-least-once only")
 
     def flush(self, timeout_s: float) -> None:
-        """Every send is acknowledged at once."""
+        """Wait until every send so far was answered (or ``timeout_s`` passed)."""
+        deadline = time.monotonic() + timeout_s
+        with self._changed:
+            while self._pending or self._running:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                self._changed.wait(remaining)
 
     def close(self, timeout_s: float) -> None:
-        """Nothing to release."""
+        self.flush(timeout_s)
 
 
-class LateSink(FakeSink):
+class LateSink:
     """Answers like the real producer: from a thread of its own, ``delay_s`` after each send,
     and only the first ``answered`` sends until :meth:`release` (a broker that stops answering
     mid-stream). ``flush`` waits for every answer with one deadline and raises DeadlineError
     past it, as :meth:`messaging.Producer.flush` does."""
 
     def __init__(self, answered: int, delay_s: float = 0.01) -> None:
-        super().__init__()
+        self.sent: list[tuple[str, bytes | None, bytes]] = []
+        self._lock = threading.Lock()
         self.answered, self.delay_s = answered, delay_s
         self.sends = 0
         self._queue: queue.Queue[tuple[tuple[str, bytes | None, bytes], Done | None]] = (
@@ -280,3 +345,24 @@ class LateSink(FakeSink):
         with self._changed:
             if not self._changed.wait_for(lambda: self._pending == 0, timeout_s):
                 raise DeadlineError(f"flushing: {self._pending} records without an answer")
+
+    def on(self, topic: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [json.loads(v) for t, _, v in self.sent if t == topic]
+
+    def begin(self) -> None:
+        raise AssertionError("at-least-once only")
+
+    def commit_offsets(
+        self, offsets: dict[TopicPartition, int], membership: GroupMembership
+    ) -> None:
+        raise AssertionError("at-least-once only")
+
+    def commit(self) -> None:
+        raise AssertionError("at-least-once only")
+
+    def abort(self) -> None:
+        raise AssertionError("at-least-once only")
+
+    def close(self, timeout_s: float) -> None:
+        """Nothing to release."""

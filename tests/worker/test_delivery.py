@@ -54,8 +54,9 @@ class TransactionLog:
             raise self.fail.pop(name)
 
     def send(self, topic: str, key: bytes | None, value: bytes, on_done: Done | None) -> None:
-        assert on_done is None, "inside a transaction the commit is the acknowledgement"
         self._call("send", topic)
+        if on_done is not None:  # inside a transaction it only hears of refusals
+            on_done(None)
 
     def begin(self) -> None:
         self._call("begin")

@@ -7,6 +7,8 @@ against the real Kafka are in test_worker_kafka.py.
 
 from __future__ import annotations
 
+import base64
+import json
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -23,6 +25,7 @@ from worker.inference import Scorer
 from worker.metrics import Metrics
 from worker.offsets import TopicPartition
 from worker.pipeline import Pipeline
+from worker.refusals import RefusedResultError
 from worker.settings import WorkerSettings
 from worker.swap import ModelSlot, RetryPolicy, Swapper
 
@@ -208,19 +211,31 @@ def test_partitions_are_paused_while_the_intake_is_full_and_resumed_after() -> N
 
 
 def test_revoked_partitions_are_finished_and_committed_before_they_are_given_up() -> None:
+    """Work of a revoked partition still in flight is published and committed before the
+    partition goes; when it comes back it resumes from that commit: nothing lost, nothing
+    predicted twice."""
     source = FakeSource(
         TOPIC, {0: [article(i) for i in range(100)], 1: [article(i) for i in range(100, 200)]}
     )
-    harness = Harness(source, FakeSink(), FakeModel())
+    model = Gate()
+    harness = Harness(source, FakeSink(), model)
     with harness.running():
-        wait_until(lambda: harness.results() == 200)
+        assert model.entered.wait(10)  # batches of both partitions in flight, none published
         source.rebalance(revoke={P0, P1}, assign={P1})
+        threading.Timer(0.3, model.gate.set).start()  # within revoke_timeout_s
         wait_until(lambda: harness.pipeline.tracker.partitions() == {P1})
-        assert source.committed[P0] == 100
+        given_up_at = source.committed.get(P0, 0)
+        published = {
+            p["source"]["offset"] for p in harness.predictions() if p["source"]["partition"] == 0
+        }
+        assert given_up_at > 0
+        assert published == set(range(given_up_at)), "committed exactly what was published"
         source.append(0, [article(i) for i in range(900, 910)])
         source.append(1, [article(i) for i in range(200, 210)])
-        wait_until(lambda: harness.results() == 210)
-    assert "a900" not in ids(harness.predictions())
+        source.rebalance(revoke={P1}, assign={P0, P1})  # P0 comes back from its commit
+        wait_until(lambda: source.committed == {P0: 110, P1: 110})
+    expected = [*range(200), *range(900, 910), *range(200, 210)]
+    assert ids(harness.predictions()) == Counter(f"a{i}" for i in expected)
 
 
 def test_work_still_in_flight_at_the_revocation_deadline_is_read_again_not_skipped() -> None:
@@ -375,3 +390,141 @@ def test_waiting_for_a_model_ends_when_the_worker_is_stopped() -> None:
     stop = threading.Event()
     threading.Timer(0.05, stop.set).start()
     assert models.first_model(Flaky(failures=10**6), stop) is None  # type: ignore[arg-type]
+
+
+class Outage(FakeModel):
+    """A model whose every forward pass raises while ``broken`` is set (a sticky device
+    error): its warm-up input fails too."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.broken = threading.Event()
+        self.failed_calls = 0
+
+    def scores(self, token_ids: Sequence[Sequence[int]]) -> np.ndarray:
+        if self.broken.is_set():
+            self.failed_calls += 1
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return super().scores(token_ids)
+
+
+def test_a_model_failing_on_everything_is_not_dead_lettered_and_recovers_on_its_own() -> None:
+    source = FakeSource(TOPIC, {0: [article(i) for i in range(50)]})
+    model = Outage()
+    harness = Harness(
+        source,
+        FakeSink(),
+        model,
+        breaker_window=4,
+        breaker_backoff_initial_s=0.05,
+        breaker_backoff_max_s=0.2,
+    )
+    with harness.running():
+        wait_until(lambda: harness.results() == 50)
+        wait_until(lambda: source.committed == {P0: 50})
+        model.broken.set()
+        source.append(0, [article(i) for i in range(50, 150)])
+        wait_until(lambda: harness.value("inference_breaker_open") == 1)
+        wait_until(lambda: model.failed_calls > 40)  # several trials, each failing
+        assert harness.pipeline.breaker.is_open()
+        assert harness.dead_letters() == []
+        assert harness.results() == 50
+        assert source.committed == {P0: 50}
+        model.broken.clear()
+        wait_until(lambda: source.committed == {P0: 150})
+        assert not harness.pipeline.breaker.is_open()
+    assert harness.dead_letters() == []
+    assert set(ids(harness.predictions())) == {f"a{i}" for i in range(150)}
+    assert harness.value("inference_breaker_trips_total") == 1
+    assert harness.value("inference_systemic_failures_total") >= 2
+    assert harness.value("inference_breaker_open") == 0
+
+
+def test_poisoned_articles_alone_in_their_batches_are_dead_lettered_the_breaker_stays_shut() -> (
+    None
+):
+    values = [article(i) for i in range(20)]
+    poisoned = {3, 4, 5, 6, 7, 12}
+    for i in poisoned:
+        values[i] = article(i, f"markets {POISON} fell")
+    source = FakeSource(TOPIC, {0: values})
+    harness = Harness(source, FakeSink(), FakeModel(), max_batch_size=1, breaker_window=2)
+    with harness.running():
+        wait_until(lambda: harness.results() == 20)
+        wait_until(lambda: source.committed == {P0: 20})
+    letters = {d["source"]["offset"]: d["error_kind"] for d in harness.dead_letters()}
+    assert letters == dict.fromkeys(poisoned, "inference")
+    assert harness.value("inference_systemic_failures_total") == 0
+    assert harness.value("inference_breaker_trips_total") == 0
+
+
+def test_a_prediction_the_broker_always_refuses_becomes_a_dead_letter_after_bounded_retries() -> (
+    None
+):
+    values = [article(i) for i in range(30)]
+    values[12] = json.dumps({"id": "long-" + "x" * 250, "body": "profit rose"}).encode()
+    source = FakeSource(TOPIC, {0: values})
+    sink = FakeSink(max_bytes={"articles.predictions": 450})  # the others' are about 330
+    harness = Harness(source, sink, FakeModel(), refused_retries=2)
+    with harness.running():
+        wait_until(lambda: source.committed == {P0: 30})
+    assert sink.too_large == [("articles.predictions", sink.too_large[0][1])] * 3
+    (letter,) = harness.dead_letters()
+    assert letter["source"]["offset"] == 12
+    assert letter["error_kind"] == "internal"
+    assert "refused by the broker: 3 times" in letter["error_message"]
+    assert "MessageSizeTooLargeError" in letter["error_message"]
+    assert base64.b64decode(letter["payload"]) == values[12]
+    assert len(ids(harness.predictions())) == 29
+    assert harness.value("refused_results_replaced_total", replacement="dead letter") == 1
+
+
+def test_a_dead_letter_too_large_for_its_topic_is_sent_bare_after_bounded_retries() -> None:
+    values = [article(i) for i in range(10)]
+    values[4] = b"\xff" + b"not json " * 300
+    source = FakeSource(TOPIC, {0: values})
+    sink = FakeSink(max_bytes={"articles.dlq": 1500})
+    harness = Harness(source, sink, FakeModel(), refused_retries=1)
+    with harness.running():
+        wait_until(lambda: source.committed == {P0: 10})
+    assert [topic for topic, _ in sink.too_large] == ["articles.dlq"] * 2
+    (letter,) = harness.dead_letters()
+    assert letter["source"]["offset"] == 4
+    assert letter["payload"] == "" and letter["key"] is None
+    assert "refused by the broker: 2 times" in letter["error_message"]
+    assert harness.value("refused_results_replaced_total", replacement="bare") == 1
+    assert len(ids(harness.predictions())) == 9
+
+
+def test_a_worker_whose_every_dead_letter_is_refused_stops_instead_of_rewinding_for_ever() -> None:
+    values = [article(i) for i in range(10)]
+    values[4] = b"{broken"
+    source = FakeSource(TOPIC, {0: values})
+    sink = FakeSink(max_bytes={"articles.dlq": 10})
+    harness = Harness(source, sink, FakeModel(), refused_retries=1)
+    refused = pytest.raises(RefusedResultError, match=r"articles\[0\]@4 was refused 3 times")
+    with refused, harness.running():
+        wait_until(lambda: harness.error is not None)
+    assert len(sink.too_large) == 3, "as it is, once more, then bare"
+    assert source.committed.get(P0, 0) <= 4
+
+
+def test_a_stop_while_the_model_fails_ends_without_waiting_out_the_backoff() -> None:
+    """The drain deadline (60 s) and the backoff (10 min) are both longer than the harness
+    waits for the pipeline to stop (30 s): only cutting the backoff short gets there."""
+    source = FakeSource(TOPIC, {0: [article(i) for i in range(40)]})
+    model = Outage()
+    model.broken.set()
+    harness = Harness(
+        source,
+        FakeSink(),
+        model,
+        breaker_window=1,
+        breaker_backoff_initial_s=600,
+        breaker_backoff_max_s=600,
+        drain_timeout_s=60,
+    )
+    with harness.running():
+        wait_until(lambda: harness.value("inference_breaker_open") == 1)
+    assert harness.dead_letters() == harness.predictions() == []
+    assert source.committed.get(P0, 0) == 0

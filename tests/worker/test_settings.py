@@ -31,6 +31,9 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
         ("TAGSTREAM_WORKER_DEVICE", "tpu"),
         ("TAGSTREAM_WORKER_MAX_BATCH_SIZE", "0"),
         ("TAGSTREAM_WORKER_MAX_WAIT_MS", "-1"),
+        ("TAGSTREAM_WORKER_BREAKER_THRESHOLD", "1.5"),
+        ("TAGSTREAM_WORKER_BREAKER_WINDOW", "0"),
+        ("TAGSTREAM_WORKER_REFUSED_RETRIES", "-1"),
     ],
 )
 def test_a_bad_value_fails_at_start_naming_the_variable(
@@ -46,6 +49,8 @@ def test_timeouts_that_contradict_each_other_are_refused() -> None:
         load(WorkerSettings, session_timeout_ms=3000, heartbeat_interval_ms=2000)
     with pytest.raises(ConfigError, match="revoke_timeout_s"):
         load(WorkerSettings, session_timeout_ms=6000, revoke_timeout_s=10)
+    with pytest.raises(ConfigError, match="breaker_backoff_initial_s"):
+        load(WorkerSettings, breaker_backoff_initial_s=120, breaker_backoff_max_s=60)
 
 
 def test_a_message_limit_below_the_body_limit_is_refused() -> None:
