@@ -41,7 +41,7 @@ bench: setup ## Benchmarks into docs/benchmarks.md (BENCH_MODE=quick|full)
 chaos: setup ## Reliability scenarios at full size (docs/reliability.md); figures in build/chaos.jsonl
 	@mkdir -p build && rm -f build/chaos.jsonl
 	TAGSTREAM_CHAOS_SCALE=long TAGSTREAM_CHAOS_RESULTS=build/chaos.jsonl \
-		$(BIN)/pytest tests/reliability -m integration --timeout 1800 -rA $(PYTEST_ARGS)
+		$(BIN)/pytest tests/reliability tests/cluster -m integration --timeout 1800 -rA $(PYTEST_ARGS)
 
 stack-up: setup ## Start the local Kafka + Redis in the background
 	@$(BIN)/tagstream stack up
