@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 import uuid
 from collections import Counter
@@ -120,6 +121,8 @@ class Stream:
     rate: float
     relayed: set[int] = field(default_factory=set)
     """Slots whose worker reaches Kafka only through the relays."""
+    restarts: list[dict[str, Any]] = field(default_factory=list)
+    """Workers that stopped by themselves and were started again in their slot."""
 
     def __post_init__(self) -> None:
         tag = uuid.uuid4().hex[:8]
@@ -150,6 +153,23 @@ class Stream:
             self._feed("input", self.total, self.rate),
             self._feed("labelled", self.labelled, self.rate / 10),
         ]
+        self._stopping = threading.Event()
+        self._supervisor = threading.Thread(target=self._supervise, daemon=True)
+        self._supervisor.start()
+
+    def _supervise(self) -> None:
+        """What a process manager (Kubernetes, systemd) does: a worker that exits by itself
+        is started again in its slot, under the same worker id (so the new instance fences
+        the old one's transaction). Each restart is noted with the reason the worker logged."""
+        while not self._stopping.wait(0.5):
+            for slot, worker in enumerate(self.workers):
+                code = worker.process.poll()
+                if code is None or self._stopping.is_set():
+                    continue
+                failures = worker.events("stage failed")
+                reason = failures[-1]["exception"].strip().splitlines()[-1] if failures else ""
+                self.restarts.append({"slot": slot, "exit_code": code, "reason": reason})
+                self.workers[slot] = self._worker(slot, incarnation=len(self.restarts))
 
     @property
     def kafka(self) -> KafkaSettings:
@@ -158,7 +178,7 @@ class Stream:
     def worker_id(self, slot: int) -> str:
         return f"{self.tag}-{slot}"
 
-    def _worker(self, slot: int) -> WorkerProcess:
+    def _worker(self, slot: int, incarnation: int = 0) -> WorkerProcess:
         values = FAST | {
             "input_topic": self.topics["input"],
             "output_topic": self.topics["output"],
@@ -172,7 +192,8 @@ class Stream:
         env = self.env | {f"TAGSTREAM_WORKER_{k.upper()}": v for k, v in values.items()}
         if slot in self.relayed:
             env["TAGSTREAM_KAFKA_BOOTSTRAP"] = self.cluster.state.kafka_relay_bootstrap
-        return self.processes(env, f"worker-{slot}")
+        suffix = f"-{incarnation}" if incarnation else ""
+        return self.processes(env, f"worker-{slot}{suffix}")
 
     def _feed(self, topic: str, count: int, rate: float) -> WorkerProcess:
         prefix = "art" if topic == "input" else "lab"
@@ -217,6 +238,8 @@ class Stream:
             predictions.close()
         store = self.tmp_path / "store.db"
         wait_until(lambda: len(stored_ids(store)) >= self.labelled, patience_s, "all stored")
+        self._stopping.set()
+        self._supervisor.join(timeout=10)
         for process in [*self.workers, self.trainer]:
             if process.process.poll() is None:
                 process.signal(15)
@@ -232,6 +255,7 @@ class Stream:
             **outcome.counted.figures(),
             "labelled_produced": outcome.labelled,
             "labelled_stored": outcome.stored,
+            "workers_restarted": len(self.restarts),
             **extra,
         }
 
