@@ -58,7 +58,8 @@ def test_a_worker_cut_off_from_every_broker_is_fenced_and_commits_nothing_after(
     """One worker's every connection goes through relays that are cut for longer than its
     session timeout: the group drops it, its partitions move to the other two, and when the
     path returns it learns it lost them. Under exactly-once nothing it sent from the cut on
-    is ever committed (its transaction is fenced or aborted)."""
+    and before it rejoined the group is ever committed (its transaction is fenced or
+    aborted); after it rejoins it works on what it is given again."""
     size = cluster_scale()
     stream = _stream(cluster, service_env, toy_model, processes, tmp_path, guarantee, {CUT})
     stream.wait_under_way()
@@ -86,11 +87,17 @@ def test_a_worker_cut_off_from_every_broker_is_fenced_and_commits_nothing_after(
         120,
         "the cut-off worker back in the group",
     )
+    rejoined = [
+        timestamp(line["timestamp"])
+        for line in cut_worker.events("partitions assigned")
+        if timestamp(line["timestamp"]) > cut_at
+    ]
+    rejoined_at = min(rejoined) if rejoined else float("inf")
     outcome = stream.finish(size.patience_s)
     zombie = [
         r
         for r in outcome.records
-        if r["worker_id"] == stream.worker_id(CUT) and r["_timestamp"] >= cut_at
+        if r["worker_id"] == stream.worker_id(CUT) and cut_at <= r["_timestamp"] < rejoined_at
     ]
     record(
         "cluster-d-worker-cut-off",
@@ -99,6 +106,7 @@ def test_a_worker_cut_off_from_every_broker_is_fenced_and_commits_nothing_after(
             cut_s=round(healed_at - cut_at, 1),
             partitions_moved_s=moved_s,
             committed_by_cut_worker_after_cut=len(zombie),
+            rejoined_after_heal_s=round(rejoined_at - healed_at, 1) if rejoined else None,
             cut_worker_lost_partitions=bool(cut_worker.events("partitions lost")),
             recovery_s=first_prediction_after(
                 outcome.records, cut_at, held, not_by=stream.worker_id(CUT)
