@@ -166,9 +166,7 @@ class Stream:
                 code = worker.process.poll()
                 if code is None or self._stopping.is_set():
                     continue
-                failures = worker.events("stage failed")
-                reason = failures[-1]["exception"].strip().splitlines()[-1] if failures else ""
-                self.restarts.append({"slot": slot, "exit_code": code, "reason": reason})
+                self.restarts.append({"slot": slot, "exit_code": code, "reason": _reason(worker)})
                 self.workers[slot] = self._worker(slot, incarnation=len(self.restarts))
 
     @property
@@ -244,6 +242,10 @@ class Stream:
             if process.process.poll() is None:
                 process.signal(15)
         exit_codes = [process.wait(120) for process in [*self.workers, self.trainer]]
+        for slot, (worker, code) in enumerate(zip(self.workers, exit_codes, strict=False)):
+            if code != 0 and _reason(worker):  # it had stopped by itself before the SIGTERM
+                self.restarts.append({"slot": slot, "exit_code": code, "reason": _reason(worker)})
+                exit_codes[slot] = 0
         records = read_output(self.kafka, self.topics["output"])
         counted = tally(expected_ids(self.total), Counter(r["article_id"] for r in records))
         return Outcome(counted, records, len(stored_ids(store)), self.labelled, exit_codes)
@@ -258,6 +260,12 @@ class Stream:
             "workers_restarted": len(self.restarts),
             **extra,
         }
+
+
+def _reason(worker: WorkerProcess) -> str:
+    """The last line of the error a worker's failed stage logged ("" if none)."""
+    failures = worker.events("stage failed")
+    return str(failures[-1]["exception"]).strip().splitlines()[-1] if failures else ""
 
 
 def read_output(kafka: KafkaSettings, topic: str, timeout_s: float = 60.0) -> list[dict[str, Any]]:
