@@ -87,13 +87,13 @@ def test_a_worker_cut_off_from_every_broker_is_fenced_and_commits_nothing_after(
         120,
         "the cut-off worker back in the group",
     )
-    rejoined = [
+    outcome = stream.finish(size.patience_s)
+    rejoined = [  # read once the worker has stopped: its log is complete
         timestamp(line["timestamp"])
         for line in cut_worker.events("partitions assigned")
         if timestamp(line["timestamp"]) > cut_at
     ]
     rejoined_at = min(rejoined) if rejoined else float("inf")
-    outcome = stream.finish(size.patience_s)
     zombie = [
         r
         for r in outcome.records
