@@ -18,8 +18,12 @@ setup: ## Install everything (system packages, cached venv, Kafka jars, data); i
 demo: setup ## Run the whole system locally: stack, training, workers, trainer, live view
 	@$(BIN)/tagstream demo
 
-test: setup lint ## Lint, then run every test against the real Kafka and Redis
-	$(BIN)/pytest $(PYTEST_ARGS)
+test: setup lint ## Lint, then run every test against the real Kafka and Redis (not the cluster scenarios)
+	$(BIN)/pytest -m "not cluster_scenario" $(PYTEST_ARGS)
+
+.PHONY: cluster
+cluster: setup ## The three-broker fault scenarios at CI size (docs/reliability.md, section 12)
+	$(BIN)/pytest tests/cluster -m cluster_scenario --timeout 900 -rA $(PYTEST_ARGS)
 
 test-unit: setup ## Only the tests that need no server
 	$(BIN)/pytest -m "not integration" $(PYTEST_ARGS)
@@ -41,7 +45,7 @@ bench: setup ## Benchmarks into docs/benchmarks.md (BENCH_MODE=quick|full)
 chaos: setup ## Reliability scenarios at full size (docs/reliability.md); figures in build/chaos.jsonl
 	@mkdir -p build && rm -f build/chaos.jsonl
 	TAGSTREAM_CHAOS_SCALE=long TAGSTREAM_CHAOS_RESULTS=build/chaos.jsonl \
-		$(BIN)/pytest tests/reliability -m integration --timeout 1800 -rA $(PYTEST_ARGS)
+		$(BIN)/pytest tests/reliability tests/cluster -m integration --timeout 1800 -rA $(PYTEST_ARGS)
 
 stack-up: setup ## Start the local Kafka + Redis in the background
 	@$(BIN)/tagstream stack up

@@ -1,4 +1,5 @@
-"""The cluster side: an admin client, readiness, topics, and a consumer group's lag."""
+"""The cluster side: an admin client, readiness, topics, a consumer group's lag, and the
+cluster's own health (brokers, the KRaft quorum's leader, under-replicated partitions)."""
 
 from __future__ import annotations
 
@@ -69,6 +70,28 @@ class PartitionInfo:
     @property
     def under_replicated(self) -> bool:
         return len(self.isr) < len(self.replicas)
+
+
+@dataclass(frozen=True)
+class BrokerInfo:
+    """One broker as the cluster lists it (fenced: registered but not serving)."""
+
+    node_id: int
+    host: str
+    port: int
+    fenced: bool
+
+
+@dataclass(frozen=True)
+class QuorumInfo:
+    """The KRaft metadata quorum: who leads it, and how far each voter has replicated."""
+
+    leader: int
+    """The active controller's node id (-1 while an election runs)."""
+    epoch: int
+    high_watermark: int
+    voters: dict[int, int]
+    """Each voter's node id and its last known log end offset (-1: unknown)."""
 
 
 @dataclass(frozen=True)
@@ -233,6 +256,34 @@ class Admin:
         with translated():
             described: dict[str, Any] = self._client.describe_cluster()
         return described
+
+    def brokers(self) -> list[BrokerInfo]:
+        """The registered brokers, fenced ones included, by node id."""
+        brokers = [
+            BrokerInfo(b["broker_id"], b["host"], b["port"], bool(b.get("is_fenced", False)))
+            for b in self.cluster()["brokers"]
+        ]
+        return sorted(brokers, key=lambda b: b.node_id)
+
+    def quorum(self) -> QuorumInfo:
+        """The metadata quorum (DescribeQuorum). A KRaft broker answers DescribeCluster with
+        a random live broker as "controller", so this is the only way to the real leader."""
+        with translated():
+            described = self._client.describe_metadata_quorum()
+        partition = described["topics"][0]["partitions"][0]
+        if partition.get("error"):
+            raise RetriableError(f"describing the metadata quorum: {partition['error']}")
+        return QuorumInfo(
+            leader=partition["leader_id"],
+            epoch=partition["leader_epoch"],
+            high_watermark=partition["high_watermark"],
+            voters={v["replica_id"]: v["log_end_offset"] for v in partition["current_voters"]},
+        )
+
+    def under_replicated(self) -> list[PartitionInfo]:
+        """Partitions, internal ones included, whose in-sync replicas are fewer than their
+        replicas or that have no leader."""
+        return [p for p in self.describe() if p.under_replicated or p.leader < 0]
 
 
 def _configs_of(result: Any) -> dict[str, str]:

@@ -1,9 +1,9 @@
-"""The local stack: a real Apache Kafka broker (KRaft, one node) and a Redis server.
+"""The local stack: a real Apache Kafka (KRaft, one node or a cluster of three) and Redis.
 
-Both run in the background from ``StackSettings.dir`` (default ``<cache>/stack``), each in
+All run in the background from ``StackSettings.dir`` (default ``<cache>/stack``), each in
 its own process session, on loopback ports chosen free on first start and kept afterwards.
 ``state.json`` in that directory records what runs where; ``up`` on a running stack reports
-it instead of starting another, ``down`` stops both and waits until they are gone.
+it instead of starting another, ``down`` stops them all and waits until they are gone.
 
 A pid in ``state.json`` may belong to another process by the time it is read (the server
 died, the machine rebooted, the pid was reused). So each pid is recorded with its start time
@@ -14,8 +14,12 @@ arguments into its process title (``redis-server 127.0.0.1:<port>``).
 
 Kafka comes as jars from Maven Central (``deploy/local/kafka/pom.xml``, copied by
 ``mvn dependency:copy-dependencies`` into ``<cache>/kafka-<version>/libs``) and runs in
-combined broker+controller mode with single-node replication factors, so consumer groups
-and transactions work.
+combined broker+controller mode. One node (the default) has single-node replication
+factors, so consumer groups and transactions work; ``brokers=3`` (``stack up --brokers 3``)
+starts three nodes, each broker and controller, in one KRaft quorum of three voters, with
+replication factor 3 and ``min.insync.replicas=2`` for new topics, the offsets topic and the
+transaction log. Node 1 lives in ``kafka/``, node *n* in ``kafka-<n>/``; each can be stopped,
+killed and started on its own (:meth:`LocalStack.stop_node`, ``kill_node``, ``start_node``).
 """
 
 from __future__ import annotations
@@ -31,10 +35,10 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import redis
 from pydantic_settings import BaseSettings
@@ -44,16 +48,16 @@ from common.lifeline import end_with_this_process
 from common.logging import get_logger
 from common.paths import cache_dir
 from common.settings import KafkaSettings, settings_config
-from messaging import wait_until_ready
+from messaging import MessagingError, wait_until_ready
 from messaging.admin import admin
+
+log = get_logger("tagstream.stack")
 
 KAFKA_VERSION = "4.3.1"
 POM = Path(__file__).resolve().parent.parent / "deploy" / "local" / "kafka" / "pom.xml"
 LOG4J_CONFIG = POM.with_name("log4j2.properties")
 HOST = "127.0.0.1"
 SASL_USER = "tagstream"
-
-log = get_logger("tagstream.stack")
 
 
 class StackSettings(BaseSettings):
@@ -66,6 +70,12 @@ class StackSettings(BaseSettings):
     redis_port: int = 0
     kafka_heap: str = "768m"
     start_timeout_s: float = 90.0
+    brokers: Literal[1, 3] = 1
+    """Kafka nodes: one, or a quorum of three (replication factor 3, min ISR 2)."""
+    relays: bool = False
+    """Give each node a RELAY listener advertised on a port of its own (``KafkaNode.relay_port``)
+    where a test runs a TCP relay it can cut: clients bootstrapped there reach every broker
+    through the relays only."""
 
     @property
     def stack_dir(self) -> Path:
@@ -108,8 +118,31 @@ class Identity(NamedTuple):
 
 
 @dataclass(frozen=True)
+class KafkaNode:
+    """One Kafka node (broker and controller) and its ports."""
+
+    node_id: int
+    pid: int
+    port: int
+    controller_port: int
+    sasl_port: int = 0
+    relay_listener_port: int = 0
+    """Where the node listens for RELAY clients (0: no such listener)."""
+    relay_port: int = 0
+    """Where the node tells RELAY clients to connect: a relay to ``relay_listener_port``."""
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{HOST}:{self.port}"
+
+
+@dataclass(frozen=True)
 class StackState:
-    """What runs where, as written to ``state.json``."""
+    """What runs where, as written to ``state.json``.
+
+    The flat ``kafka_*`` fields are node 1 (as a one-node stack has always written them);
+    ``peers`` are nodes 2 and 3 of a cluster.
+    """
 
     kafka_pid: int
     kafka_port: int
@@ -118,12 +151,20 @@ class StackState:
     redis_port: int
     sasl_port: int = 0
     """A second Kafka listener that requires SASL/SCRAM-SHA-512 (see :func:`sasl_credentials`)."""
+    peers: tuple[KafkaNode, ...] = ()
+    relay_listener_port: int = 0
+    relay_port: int = 0
     started: dict[str, Identity] = field(default_factory=dict)
     """Each server's pid (as text) and the process the stack started under it."""
 
     @property
     def pids(self) -> dict[str, int]:
-        return {"kafka": self.kafka_pid, "redis": self.redis_pid}
+        """Each server's pid by name: ``kafka`` (node 1), ``kafka-2``, ``kafka-3``, ``redis``."""
+        names = {
+            node.node_id: "kafka" if node.node_id == 1 else f"kafka-{node.node_id}"
+            for node in self.nodes
+        }
+        return {names[node.node_id]: node.pid for node in self.nodes} | {"redis": self.redis_pid}
 
     def owns(self, pid: int) -> bool:
         """Whether ``pid`` still runs the very process this stack started under it."""
@@ -131,12 +172,57 @@ class StackState:
         return recorded is not None and now is not None and recorded.same_process(now)
 
     @property
+    def nodes(self) -> tuple[KafkaNode, ...]:
+        first = KafkaNode(
+            1,
+            self.kafka_pid,
+            self.kafka_port,
+            self.controller_port,
+            self.sasl_port,
+            self.relay_listener_port,
+            self.relay_port,
+        )
+        return (first, *self.peers)
+
+    def node(self, node_id: int) -> KafkaNode:
+        for node in self.nodes:
+            if node.node_id == node_id:
+                return node
+        raise StackError(f"no Kafka node {node_id}; this stack has {len(self.nodes)}")
+
+    @property
+    def kafka_pids(self) -> tuple[int, ...]:
+        return tuple(node.pid for node in self.nodes)
+
+    @property
     def kafka_bootstrap(self) -> str:
-        return f"{HOST}:{self.kafka_port}"
+        return ",".join(node.bootstrap for node in self.nodes)
 
     @property
     def kafka_sasl_bootstrap(self) -> str:
-        return f"{HOST}:{self.sasl_port}"
+        return ",".join(f"{HOST}:{node.sasl_port}" for node in self.nodes)
+
+    @property
+    def kafka_relay_bootstrap(self) -> str:
+        """The RELAY listeners, reached through the relays (empty without ``relays``)."""
+        return ",".join(f"{HOST}:{node.relay_port}" for node in self.nodes if node.relay_port)
+
+    def with_node(self, node: KafkaNode) -> StackState:
+        """This state with ``node`` (same id) replacing the one recorded."""
+        if node.node_id == 1:
+            return replace(self, kafka_pid=node.pid)
+        peers = tuple(node if p.node_id == node.node_id else p for p in self.peers)
+        return replace(self, peers=peers)
+
+    @classmethod
+    def from_json(cls, saved: dict[str, Any]) -> StackState:
+        peers = tuple(KafkaNode(**peer) for peer in saved.pop("peers", ()))
+        started = saved.pop("started", {})
+        return cls(
+            **saved,
+            peers=peers,
+            started={pid: Identity(int(t), tuple(c)) for pid, (t, c) in started.items()},
+        )
 
     @property
     def redis_url(self) -> str:
@@ -249,19 +335,43 @@ class LocalStack:
 
     def stop_kafka(self) -> None:
         """Stop only the broker (for fault tests); ``start_kafka`` brings it back."""
-        state = self._require_state()
-        _stop(state, "kafka", state.kafka_pid)
+        self.stop_node(1)
 
     def start_kafka(self) -> StackState:
         """Restart the broker on its old ports after ``stop_kafka``."""
+        return self.start_node(1)
+
+    def stop_node(self, node_id: int) -> None:
+        """Stop one Kafka node cleanly (SIGTERM: it hands over its leaderships first)."""
         state = self._require_state()
-        kafka_pid = self._spawn_kafka(state.kafka_port, state.controller_port, state.sasl_port)
-        state = StackState(**{**asdict(state), "kafka_pid": kafka_pid})
+        _stop(state, f"kafka node {node_id}", state.node(node_id).pid)
+
+    def kill_node(self, node_id: int) -> None:
+        """``kill -9`` one Kafka node: no shutdown, no handover."""
+        state = self._require_state()
+        pid = state.node(node_id).pid
+        if state.owns(pid):
+            _signal_group(pid, signal.SIGKILL)
+            _wait_gone(pid, 30.0)
+
+    def start_node(self, node_id: int) -> StackState:
+        """Start one Kafka node again on its old ports and data after ``stop_node``/``kill_node``;
+        returns once it answers and the cluster counts it as an unfenced broker."""
+        state = self._require_state()
+        node = state.node(node_id)
+        if state.owns(node.pid):
+            raise StackError(f"Kafka node {node_id} is running (pid {node.pid})")
+        self._write_properties(node, state.nodes)
+        state = state.with_node(replace(node, pid=self._spawn_kafka(node)))
         self._write_state(state)
-        wait_until_ready(
-            KafkaSettings(bootstrap=state.kafka_bootstrap), timeout_s=self.settings.start_timeout_s
-        )
+        deadline = time.monotonic() + self.settings.start_timeout_s
+        wait_until_ready(KafkaSettings(bootstrap=node.bootstrap), timeout_s=_left(deadline))
+        _wait_for_brokers(state, {node_id}, deadline)
         return state
+
+    def node_alive(self, node_id: int) -> bool:
+        state = self._require_state()
+        return state.owns(state.node(node_id).pid)
 
     def stop_redis(self) -> None:
         """Stop only Redis (for fault tests); ``start_redis`` brings it back."""
@@ -279,60 +389,104 @@ class LocalStack:
     def wait_ready(self, state: StackState) -> None:
         """Block until Kafka answers a metadata request and Redis a PING."""
         timeout = self.settings.start_timeout_s
+        deadline = time.monotonic() + timeout
         _wait_for_redis(state.redis_url, timeout)
         try:
             wait_until_ready(KafkaSettings(bootstrap=state.kafka_bootstrap), timeout_s=timeout)
+            _wait_for_brokers(state, {node.node_id for node in state.nodes}, deadline)
         except StackError as exc:
-            raise StackError(
-                f"{exc}\n--- last lines of {self.dir / 'kafka' / 'server.log'}:\n"
-                f"{_tail(self.dir / 'kafka' / 'server.log')}"
-            ) from None
+            log = self._node_dir(1) / "server.log"
+            raise StackError(f"{exc}\n--- last lines of {log}:\n{_tail(log)}") from None
 
     def _start(self) -> StackState:
-        state = self._read_state()
-        previous: dict[str, int] = asdict(state) if state else {}
+        previous = self._read_state()
+        old = {node.node_id: node for node in previous.nodes} if previous else {}
         taken: set[int] = set()
-        kafka_port = self.settings.kafka_port or _pick_port(previous.get("kafka_port"), taken)
-        controller_port = _pick_port(previous.get("controller_port"), taken)
-        sasl_port = _pick_port(previous.get("sasl_port"), taken)
-        redis_port = self.settings.redis_port or _pick_port(previous.get("redis_port"), taken)
+        redis_port = self.settings.redis_port or _pick_port(
+            previous.redis_port if previous else None, taken
+        )
+        nodes = [
+            self._pick_node_ports(node_id, old.get(node_id), taken)
+            for node_id in range(1, self.settings.brokers + 1)
+        ]
+        for node in nodes:
+            self._write_properties(node, nodes)
+        self._format_storage(nodes, reuse=len(old) == len(nodes))
         redis_pid = self._spawn_redis(redis_port)
-        kafka_pid = self._spawn_kafka(kafka_port, controller_port, sasl_port)
-        state = StackState(kafka_pid, kafka_port, controller_port, redis_pid, redis_port, sasl_port)
+        nodes = [replace(node, pid=self._spawn_kafka(node)) for node in nodes]
+        first = nodes[0]
+        state = StackState(
+            first.pid,
+            first.port,
+            first.controller_port,
+            redis_pid,
+            redis_port,
+            first.sasl_port,
+            peers=tuple(nodes[1:]),
+            relay_listener_port=first.relay_listener_port,
+            relay_port=first.relay_port,
+        )
         self._write_state(state)
         return state
 
-    def _spawn_kafka(self, port: int, controller_port: int, sasl_port: int) -> int:
-        kafka_dir = self.dir / "kafka"
-        kafka_dir.mkdir(parents=True, exist_ok=True)
-        properties = kafka_dir / "server.properties"
-        properties.write_text(
-            _server_properties(kafka_dir / "data", port, controller_port, sasl_port)
+    def _pick_node_ports(self, node_id: int, old: KafkaNode | None, taken: set[int]) -> KafkaNode:
+        """Ports for one node: its ports from last time when they are still free."""
+        fixed = self.settings.kafka_port if node_id == 1 else 0
+        relays = self.settings.relays
+        return KafkaNode(
+            node_id,
+            0,
+            fixed or _pick_port(old.port if old else None, taken),
+            _pick_port(old.controller_port if old else None, taken),
+            _pick_port(old.sasl_port if old else None, taken),
+            _pick_port(old.relay_listener_port if old else None, taken) if relays else 0,
+            _pick_port(old.relay_port if old else None, taken) if relays else 0,
         )
-        java = [
+
+    def _node_dir(self, node_id: int) -> Path:
+        return self.dir / ("kafka" if node_id == 1 else f"kafka-{node_id}")
+
+    def _write_properties(self, node: KafkaNode, nodes: Sequence[KafkaNode]) -> None:
+        node_dir = self._node_dir(node.node_id)
+        node_dir.mkdir(parents=True, exist_ok=True)
+        (node_dir / "server.properties").write_text(
+            _server_properties(node_dir / "data", node, nodes)
+        )
+
+    def _format_storage(self, nodes: Sequence[KafkaNode], *, reuse: bool) -> None:
+        """Format every node's storage with one new cluster id, unless all of them hold a
+        formatted log of a quorum of this size (then they carry on with their data)."""
+        data = [self._node_dir(node.node_id) / "data" for node in nodes]
+        if reuse and all((d / "meta.properties").is_file() for d in data):
+            return
+        cluster_id = _cluster_id()
+        for node, directory in zip(nodes, data, strict=True):
+            shutil.rmtree(directory, ignore_errors=True)
+            properties = self._node_dir(node.node_id) / "server.properties"
+            format_command = ["kafka.tools.StorageTool", "format", "-t", cluster_id]
+            _run_checked(
+                [*self._java(node), *format_command, "-c", str(properties)],
+                f"formatting the storage of Kafka node {node.node_id}",
+            )
+
+    def _java(self, node: KafkaNode) -> list[str]:
+        return [
             "java",
             f"-Xmx{self.settings.kafka_heap}",
             "-Xms256m",
             "-XX:+UseG1GC",
-            f"-Dkafka.logs.dir={kafka_dir}",
+            f"-Dkafka.logs.dir={self._node_dir(node.node_id)}",
             f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
             "-cp",
             f"{kafka_libs()}/*",
         ]
-        if not (kafka_dir / "data" / "meta.properties").is_file():
-            _run_checked(
-                [
-                    *java,
-                    "kafka.tools.StorageTool",
-                    "format",
-                    "-t",
-                    _cluster_id(),
-                    "-c",
-                    str(properties),
-                ],
-                "formatting Kafka storage",
-            )
-        return self._spawn([*java, "kafka.Kafka", str(properties)], kafka_dir / "stdout.log")
+
+    def _spawn_kafka(self, node: KafkaNode) -> int:
+        node_dir = self._node_dir(node.node_id)
+        return self._spawn(
+            [*self._java(node), "kafka.Kafka", str(node_dir / "server.properties")],
+            node_dir / "stdout.log",
+        )
 
     def _spawn_redis(self, port: int) -> int:
         redis_dir = self.dir / "redis"
@@ -366,12 +520,7 @@ class LocalStack:
 
     def _read_state(self) -> StackState | None:
         try:
-            raw = json.loads(self.state_file.read_text())
-            started = raw.pop("started", {})
-            return StackState(
-                **raw,
-                started={pid: Identity(int(t), tuple(c)) for pid, (t, c) in started.items()},
-            )
+            return StackState.from_json(json.loads(self.state_file.read_text()))
         except (OSError, ValueError, TypeError):
             return None
 
@@ -388,24 +537,37 @@ class LocalStack:
             identity = state.started.get(pid) or self._spawned.get(int(pid))
             if identity is not None:
                 started[pid] = identity
-        state = StackState(**{**asdict(state), "started": started})
+        state = replace(state, started=started)
         scratch = self.state_file.with_suffix(".tmp")
         scratch.write_text(json.dumps(asdict(state), indent=2))
         scratch.replace(self.state_file)
 
 
-def _server_properties(data_dir: Path, port: int, controller_port: int, sasl_port: int) -> str:
+def _server_properties(data_dir: Path, node: KafkaNode, nodes: Sequence[KafkaNode]) -> str:
+    """One node's settings; replication factors and min ISR follow the cluster's size."""
+    listeners = {
+        "PLAINTEXT": node.port,
+        "CONTROLLER": node.controller_port,
+        "SASL_PLAINTEXT": node.sasl_port,
+    }
+    advertised = {"PLAINTEXT": node.port, "SASL_PLAINTEXT": node.sasl_port}
+    if node.relay_listener_port:
+        listeners["RELAY"] = node.relay_listener_port
+        advertised["RELAY"] = node.relay_port
     settings = {
         "process.roles": "broker,controller",
-        "node.id": "1",
-        "controller.quorum.voters": f"1@{HOST}:{controller_port}",
-        "listeners": f"PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{controller_port},"
-        f"SASL_PLAINTEXT://{HOST}:{sasl_port}",
-        "advertised.listeners": f"PLAINTEXT://{HOST}:{port},SASL_PLAINTEXT://{HOST}:{sasl_port}",
+        "node.id": str(node.node_id),
+        "controller.quorum.voters": ",".join(
+            f"{n.node_id}@{HOST}:{n.controller_port}" for n in nodes
+        ),
+        "listeners": ",".join(f"{name}://{HOST}:{port}" for name, port in listeners.items()),
+        "advertised.listeners": ",".join(
+            f"{name}://{HOST}:{port}" for name, port in advertised.items()
+        ),
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
         "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,"
-        "SASL_PLAINTEXT:SASL_PLAINTEXT",
+        "SASL_PLAINTEXT:SASL_PLAINTEXT,RELAY:PLAINTEXT",
         "sasl.enabled.mechanisms": "SCRAM-SHA-512",
         "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config": (
             "org.apache.kafka.common.security.scram.ScramLoginModule required;"
@@ -414,16 +576,27 @@ def _server_properties(data_dir: Path, port: int, controller_port: int, sasl_por
         "num.partitions": "1",
         "auto.create.topics.enable": "false",
         "group.initial.rebalance.delay.ms": "0",
-        "offsets.topic.replication.factor": "1",
         "offsets.topic.num.partitions": "8",
-        "transaction.state.log.replication.factor": "1",
-        "transaction.state.log.min.isr": "1",
         "transaction.state.log.num.partitions": "8",
-        "share.coordinator.state.topic.replication.factor": "1",
-        "share.coordinator.state.topic.min.isr": "1",
         "log.retention.hours": "24",
+        **_replication(len(nodes)),
     }
     return "".join(f"{key}={value}\n" for key, value in settings.items())
+
+
+def _replication(brokers: int) -> dict[str, str]:
+    """Every partition on every node, and an acknowledged write on at least two of three
+    (one node: on that one)."""
+    factor, min_isr = (str(brokers), str(min(2, brokers)))
+    return {
+        "default.replication.factor": factor,
+        "min.insync.replicas": min_isr,
+        "offsets.topic.replication.factor": factor,
+        "transaction.state.log.replication.factor": factor,
+        "transaction.state.log.min.isr": min_isr,
+        "share.coordinator.state.topic.replication.factor": factor,
+        "share.coordinator.state.topic.min.isr": min_isr,
+    }
 
 
 def _cluster_id() -> str:
@@ -456,6 +629,23 @@ def _spawn(command: list[str], log: Path, preexec: Callable[[], None] | None) ->
     return process.pid
 
 
+def _stop(state: StackState, name: str, pid: int) -> bool:
+    """Stop ``name``'s server if ``pid`` is still it; True if it was running."""
+    if state.owns(pid):
+        return _terminate(pid)
+    identity = Identity.of(pid)
+    if identity is not None:
+        log.warning(
+            "stale stack entry not signalled",
+            server=name,
+            pid=pid,
+            recorded=state.started.get(str(pid)),
+            now=" ".join(identity.cmdline),
+        )
+    _children.pop(pid, None)
+    return False
+
+
 def _run_checked(command: list[str], what: str) -> None:
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
@@ -477,23 +667,6 @@ def _is_zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
     except OSError:
         return False
-
-
-def _stop(state: StackState, name: str, pid: int) -> bool:
-    """Stop ``name``'s server if ``pid`` is still it; True if it was running."""
-    if state.owns(pid):
-        return _terminate(pid)
-    identity = Identity.of(pid)
-    if identity is not None:
-        log.warning(
-            "stale stack entry not signalled",
-            server=name,
-            pid=pid,
-            recorded=state.started.get(str(pid)),
-            now=" ".join(identity.cmdline),
-        )
-    _children.pop(pid, None)
-    return False
 
 
 def _terminate(pid: int, timeout_s: float = 30.0) -> bool:
@@ -573,6 +746,29 @@ def _wait_for_redis(url: str, timeout_s: float) -> None:
     finally:
         client.close()
     raise StackError(f"Redis at {url} did not answer PING in {timeout_s:.0f} s")
+
+
+def _left(deadline: float) -> float:
+    return max(1.0, deadline - time.monotonic())
+
+
+def _wait_for_brokers(state: StackState, node_ids: set[int], deadline: float) -> None:
+    """Wait until each of ``node_ids`` is a registered, unfenced broker of the cluster."""
+    registered: set[int] = set()
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            with admin(KafkaSettings(bootstrap=state.kafka_bootstrap), timeout_s=5.0) as client:
+                registered = {b.node_id for b in client.brokers() if not b.fenced}
+        except (MessagingError, StackError) as exc:
+            last_error = exc
+        if node_ids <= registered:
+            return
+        time.sleep(0.5)
+    raise StackError(
+        f"Kafka nodes {sorted(node_ids - registered)} did not join the cluster "
+        f"(registered: {sorted(registered)}; {last_error or 'no error'})"
+    )
 
 
 def _tail(path: Path, lines: int = 30) -> str:

@@ -79,7 +79,7 @@ def test_cli_starts_once_reports_and_stops_leaving_nothing(tmp_path: Path) -> No
         state = LocalStack(StackSettings(dir=tmp_path / "stack")).status()
         assert state is not None
         status = cli("status")
-        assert status.returncode == 0 and "kafka: running" in status.stdout
+        assert status.returncode == 0 and "kafka node 1: running" in status.stdout
     finally:
         down = cli("down")
     assert down.returncode == 0, down.stderr

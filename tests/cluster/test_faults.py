@@ -1,0 +1,254 @@
+"""Faults only a cluster has: a partition leader killed, the active controller killed, too
+few brokers for ``min.insync.replicas``. Three worker processes and the trainer run each
+one under both guarantees on the three-node cluster (tests/cluster/conftest.py); nothing is
+missing, nothing is predicted twice under exactly-once, every labelled article is stored
+once. Figures: docs/reliability.md, "Cluster faults".
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from kafka import KafkaProducer
+
+from common.errors import StackError
+from messaging import MessagingError, client_config
+from messaging.admin import admin
+from tests.cluster.conftest import Cluster
+from tests.cluster.scenarios import (
+    GUARANTEES,
+    Outcome,
+    Stream,
+    cluster_scale,
+    first_prediction_after,
+)
+from tests.reliability.support import record
+from tests.worker.kafka_tools import TopicReader, WorkerProcess, wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.cluster_scenario]
+
+
+def _stream(
+    cluster: Cluster,
+    service_env: dict[str, str],
+    toy_model: Path,
+    processes: Callable[..., WorkerProcess],
+    tmp_path: Path,
+    guarantee: str,
+    relayed: set[int] | None = None,
+) -> Stream:
+    size = cluster_scale()
+    return Stream(
+        cluster,
+        service_env,
+        toy_model,
+        processes,
+        tmp_path,
+        guarantee,
+        size.articles,
+        size.articles / size.stream_s,
+        relayed or set(),
+    )
+
+
+STOPS = ("TransactionStuckError", "DeadlineError", "FencedError")
+"""The reasons a worker stops by itself on purpose: a transactional call got no answer in
+time, so its outcome is unknown and only a new instance can fence and settle it; or its
+producer was fenced (by a newer instance, or by the coordinator aborting a transaction that
+outlived ``transaction.timeout.ms`` and bumping the producer's epoch)."""
+
+
+def _check(outcome: Outcome, stream: Stream) -> None:
+    assert outcome.exit_codes == [0, 0, 0, 0], "each worker stopped cleanly or by itself"
+    unplanned = [r for r in stream.restarts if not any(stop in r["reason"] for stop in STOPS)]
+    assert unplanned == [], "a worker stopped by itself for a reason other than a deadline"
+    if stream.guarantee == "at_least_once":
+        assert stream.restarts == [], "at-least-once workers never needed a restart"
+    assert outcome.counted.missing == 0, outcome.explain(stream.total)
+    if stream.guarantee == "exactly_once":
+        assert outcome.counted.duplicated == 0, outcome.explain(stream.total)
+    assert outcome.stored == outcome.labelled
+
+
+@pytest.mark.parametrize("guarantee", GUARANTEES)
+def test_the_leader_of_the_busiest_partition_killed_and_back_20_s_later(
+    guarantee: str,
+    cluster: Cluster,
+    service_env: dict[str, str],
+    toy_model: Path,
+    processes: Callable[..., WorkerProcess],
+    tmp_path: Path,
+) -> None:
+    """kill -9 of the node leading the input partition with the most records, mid-stream;
+    another in-sync replica takes over and the stream goes on; the node comes back 20 s
+    later and catches up."""
+    size = cluster_scale()
+    stream = _stream(cluster, service_env, toy_model, processes, tmp_path, guarantee)
+    stream.wait_under_way()
+    partition, leader = stream.busiest_input_partition()
+    killed_at = time.time()
+    cluster.local.kill_node(leader)
+
+    def new_leader() -> bool:
+        with admin(cluster.kafka, timeout_s=5.0) as client:
+            return client.describe([stream.topics["input"]])[partition].leader not in (leader, -1)
+
+    wait_until(lambda: _answered(new_leader), 60, "a new leader for the partition")
+    new_leader_s = round(time.time() - killed_at, 1)
+    threading.Event().wait(max(0.0, size.leader_down_s - (time.time() - killed_at)))
+    cluster.local.start_node(leader)
+    back_at = time.time()
+    outcome = stream.finish(size.patience_s)
+    record(
+        "cluster-a-partition-leader-killed",
+        **stream.figures(
+            outcome,
+            killed_node=leader,
+            partition=partition,
+            node_down_s=round(back_at - killed_at, 1),
+            new_leader_s=new_leader_s,
+            recovery_s=first_prediction_after(outcome.records, killed_at, {partition}),
+        ),
+    )
+    _check(outcome, stream)
+
+
+@pytest.mark.parametrize("guarantee", GUARANTEES)
+def test_the_active_controller_killed(
+    guarantee: str,
+    cluster: Cluster,
+    service_env: dict[str, str],
+    toy_model: Path,
+    processes: Callable[..., WorkerProcess],
+    tmp_path: Path,
+) -> None:
+    """kill -9 of the KRaft quorum's leader (also a broker) mid-stream: the other two elect
+    a new one and the stream goes on; the node comes back and rejoins as a follower."""
+    size = cluster_scale()
+    stream = _stream(cluster, service_env, toy_model, processes, tmp_path, guarantee)
+    stream.wait_under_way()
+    with admin(cluster.kafka) as client:
+        controller = client.quorum().leader
+    killed_at = time.time()
+    cluster.local.kill_node(controller)
+    elected: list[int] = []
+
+    def new_controller() -> bool:
+        with admin(cluster.kafka, timeout_s=5.0) as client:
+            elected.append(client.quorum().leader)
+        return elected[-1] not in (controller, -1)
+
+    wait_until(lambda: _answered(new_controller), 60, "a new controller")
+    election_s = round(time.time() - killed_at, 1)
+    threading.Event().wait(max(0.0, size.controller_down_s - (time.time() - killed_at)))
+    cluster.local.start_node(controller)
+    back_at = time.time()
+    outcome = stream.finish(size.patience_s)
+    record(
+        "cluster-c-controller-killed",
+        **stream.figures(
+            outcome,
+            killed_node=controller,
+            new_controller=elected[-1],
+            election_s=election_s,
+            node_down_s=round(back_at - killed_at, 1),
+            recovery_s=first_prediction_after(outcome.records, killed_at),
+        ),
+    )
+    _check(outcome, stream)
+    assert elected[-1] != controller
+
+
+@pytest.mark.parametrize("guarantee", GUARANTEES)
+def test_two_brokers_down_commit_nothing_and_everything_resumes_when_one_returns(
+    guarantee: str,
+    cluster: Cluster,
+    service_env: dict[str, str],
+    toy_model: Path,
+    processes: Callable[..., WorkerProcess],
+    tmp_path: Path,
+) -> None:
+    """Two of three nodes stopped: ``min.insync.replicas=2`` cannot be met (and the KRaft
+    quorum has one voter of three). Results are refused, the workers say so in their logs
+    and commit nothing; when one node returns every article is predicted."""
+    size = cluster_scale()
+    stream = _stream(cluster, service_env, toy_model, processes, tmp_path, guarantee)
+    stream.wait_under_way()
+    down = cluster.node_ids[1:]
+    stopped_at = time.time()
+    for node_id in down:
+        cluster.local.stop_node(node_id)
+    outage_started = time.monotonic()
+    threading.Event().wait(2.0)  # transactions the last stop caught half-way end first
+    output = TopicReader(cluster.kafka, stream.topics["output"])
+    try:
+        threading.Event().wait(1.0)
+        before = len(output.snapshot())
+        threading.Event().wait(max(1.0, size.min_isr_down_s - (time.monotonic() - outage_started)))
+        during = len(output.snapshot()) - before
+    finally:
+        output.close()
+    refusals = _refusals(stream)
+    probe = _probe_send(cluster, stream.topics["dlq"])
+    cluster.local.start_node(down[0])
+    back_at = time.time()
+    outcome = stream.finish(size.patience_s)
+    record(
+        "cluster-e-min-isr-unmet",
+        **stream.figures(
+            outcome,
+            stopped_nodes=down,
+            outage_s=round(back_at - stopped_at, 1),
+            committed_during_outage=during,
+            worker_refusals_logged=refusals,
+            acks_all_send_during_outage=probe,
+            recovery_s=first_prediction_after(outcome.records, back_at),
+        ),
+    )
+    assert during == 0, "nothing committed while min.insync.replicas could not be met"
+    assert "NotEnoughReplicas" in probe or "KafkaTimeout" in probe, probe
+    if guarantee == "at_least_once":
+        assert refusals > 0, "the workers log that their results were refused"
+    _check(outcome, stream)
+
+
+def _answered(condition: Callable[[], bool]) -> bool:
+    """``condition()``, False while the cluster does not answer (a client may try the node
+    that is down first)."""
+    try:
+        return condition()
+    except (MessagingError, StackError):
+        return False
+
+
+def _probe_send(cluster: Cluster, topic: str) -> str:
+    """What an ``acks=all`` idempotent send gets from the cluster now (10 s at most)."""
+    producer = KafkaProducer(
+        **client_config(cluster.kafka),
+        acks="all",
+        enable_idempotence=True,
+        delivery_timeout_ms=10_000,
+        request_timeout_ms=9_000,
+        max_block_ms=10_000,
+    )
+    try:
+        producer.send(topic, key=b"probe", value=b"not an article").get(timeout=15)
+    except Exception as exc:  # the point: which error
+        return f"{type(exc).__name__}: {exc}"
+    finally:
+        producer.close(timeout=5)
+    return "acknowledged"
+
+
+def _refusals(stream: Stream) -> int:
+    """Warnings the workers logged for results or transactions the cluster refused."""
+    events = (
+        "result not acknowledged; the partition will be rewound",
+        "transaction aborted; its partitions will be rewound",
+        "offset commit failed; it is retried",
+    )
+    return sum(len(w.events(e)) for w in stream.workers for e in events)
