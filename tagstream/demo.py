@@ -290,8 +290,9 @@ def cycles_finished(status: dict[str, float]) -> int:
 class _Producer(threading.Thread):
     """Streams the test split with the feedback halfway (see the module docstring).
 
-    The last fifth of the test split waits for the trainer's first cycle to finish, so that
-    the stream is still running when the workers swap models.
+    The last fifth of the test split waits for the trainer's first cycle to reach its canary
+    stage (or to end), so that the stream is still running while the workers shadow-score the
+    canary and when they swap models.
     """
 
     def __init__(
@@ -326,12 +327,16 @@ class _Producer(threading.Thread):
             self.error = exc
 
     def _wait_for_cycle(self, timeout_s: float) -> None:
+        """Until the trainer's cycle ends or its new version goes to the canary alias (so the
+        rest of the stream is shadow-scored by it during the canary stage)."""
         self.waiting = True
         deadline = time.monotonic() + timeout_s
-        while not cycles_finished(trainer_status(self.trainer_port)):
-            if time.monotonic() > deadline:
-                break
-            time.sleep(1.0)
+        redis_settings = RedisSettings(url=self.demo.state.redis_url, namespace=self.demo.namespace)
+        with Registry.from_settings(redis_settings, RegistrySettings()) as registry:
+            while not cycles_finished(trainer_status(self.trainer_port)):
+                if time.monotonic() > deadline or "canary" in registry.aliases():
+                    break
+                time.sleep(1.0)
         self.waiting = False
 
     def _send(self, articles: list[LabelledArticle]) -> None:
@@ -384,7 +389,7 @@ def _view(snap: Snapshot, producer: _Producer, trainer: dict[str, float], total:
             "produced",
             f"{producer.sent}/{total}"
             + (
-                " (holding the last fifth until the trainer's cycle ends)"
+                " (holding the last fifth until the trainer's canary stage)"
                 if producer.waiting
                 else ""
             ),
@@ -493,7 +498,11 @@ def _live_quality(console: Console, ports: dict[str, int]) -> None:
     unknown = totals.get("tagstream_worker_unknown_tokens_total", 0.0)
     console.print(
         f"shadow scoring (canary beside production): {shadowed:.0f} articles, "
-        + (f"{agreed / shadowed:.1%} with the same labels" if shadowed else "no canary was set")
+        + (
+            f"{agreed / shadowed:.1%} with the same labels as production"
+            if shadowed
+            else "none (no canary while the stream ran)"
+        )
         + f"; input drift: {unknown / tokens if tokens else 0:.1%} of tokens unknown"
     )
     for metric, _, value in scrape(ports["monitor"]):
