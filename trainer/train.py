@@ -135,9 +135,7 @@ def _prepare(
     )
     validation_split = encode_split(encoder, validation, labels)
     network = _initial_network(settings, encoder, train_split).to(world.device)
-    optimizer = torch.optim.AdamW(
-        network.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
-    )
+    optimizer = _optimizer(network, settings)
     run = _Run(
         settings=settings,
         world=world,
@@ -171,8 +169,11 @@ def _initial_network(
         layer_dropout=settings.layer_dropout,
         head_dropout=settings.head_dropout,
         pooling=settings.pooling,
+        bag_of_words=settings.bag_of_words,
     )
     network = build_network(config, seed=settings.seed)
+    if settings.bag_of_words:
+        _set_idf(network, train)
     if settings.prior_bias:
         _set_prior_bias(network, train)
     if settings.glove:
@@ -187,6 +188,28 @@ def _set_prior_bias(network: BiLSTMClassifier, train: EncodedSplit) -> None:
     prior = (train.targets.sum(axis=0) + 1.0) / (len(train) + 2.0)
     with torch.no_grad():
         network.head.bias.copy_(torch.from_numpy(np.log(prior / (1.0 - prior))))
+
+
+def _set_idf(network: BiLSTMClassifier, train: EncodedSplit) -> None:
+    """Smoothed inverse document frequency of each word in the training split, as
+    scikit-learn's ``TfidfVectorizer`` computes it (``[PAD]`` and ``[UNK]`` stay 0)."""
+    documents = np.zeros(network.config.vocab_size)
+    for sequence in train.sequences:
+        documents[np.unique(sequence)] += 1.0
+    idf = np.log((1.0 + len(train)) / (1.0 + documents)) + 1.0
+    idf[[PAD_ID, UNK_ID]] = 0.0
+    with torch.no_grad():
+        network.idf.copy_(torch.from_numpy(idf))
+
+
+def _optimizer(network: BiLSTMClassifier, settings: TrainingProfile) -> torch.optim.Optimizer:
+    """AdamW; the bag-of-words weights (when present) in their own group with a scaled rate."""
+    wide = [network.wide.weight] if network.config.bag_of_words else []
+    rest = [p for p in network.parameters() if all(p is not w for w in wide)]
+    groups: list[dict[str, object]] = [{"params": rest, "lr_scale": 1.0}]
+    if wide:
+        groups.append({"params": wide, "lr_scale": settings.bag_of_words_lr_scale})
+    return torch.optim.AdamW(groups, lr=settings.learning_rate, weight_decay=settings.weight_decay)
 
 
 def _learning_rate(settings: TrainingProfile, progress: float) -> float:
@@ -283,7 +306,7 @@ def _train_epoch(run: _Run, epoch: int, bar: TrainingProgress) -> float:
             settings, (epoch - 1 + (step - 1) / len(batches)) / settings.max_epochs
         )
         for group in run.optimizer.param_groups:
-            group["lr"] = rate
+            group["lr"] = rate * group["lr_scale"]
         ids = drop_words(batch.ids, settings.word_dropout).to(world.device)
         logits = run.trainer(ids, batch.lengths)
         loss = run.loss(logits, batch.targets.to(world.device))
