@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import torch
-from sklearn.metrics import f1_score
 from torch import nn
 
 from common.logging import get_logger
+from common.metrics import macro_f1, micro_f1
 from model import glove
 from model.artifact import Artifact
 from model.encoder import PAD_ID, UNK_ID, TextEncoder
@@ -37,7 +37,7 @@ from trainer.data import EncodedSplit, encode_split, epoch_batches, with_title_c
 from trainer.errors import TrainerError
 from trainer.profiles import TrainingProfile, profile
 from trainer.progress import TrainingProgress
-from trainer.thresholds import DecisionRule, best_global_threshold, choose_rule, micro_f1
+from trainer.thresholds import DecisionRule, best_global_threshold, choose_rule
 
 log = get_logger("trainer.train")
 STOPPING = frozenset({"max_epochs", "patience", "max_seconds"})
@@ -446,8 +446,7 @@ def _validation_metrics(
     scores: npt.NDArray[np.float32], targets: npt.NDArray[np.float32], rule: DecisionRule
 ) -> dict[str, float]:
     predicted = rule.apply(scores)
-    truth = targets > 0.5
     return {
         "validation_micro_f1": micro_f1(targets, predicted),
-        "validation_macro_f1": float(f1_score(truth, predicted, average="macro", zero_division=0)),
+        "validation_macro_f1": macro_f1(targets, predicted),
     }
