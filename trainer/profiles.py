@@ -35,8 +35,6 @@ class TrainingProfile(NetworkShape):
     lr_schedule: Literal["constant", "linear"] = "linear"
     """``linear`` decays the rate over ``max_epochs`` down to ``final_lr_fraction`` of it."""
     final_lr_fraction: float = 0.1
-    bag_of_words_lr_scale: float = 1.0
-    """The bag-of-words path's learning rate as a multiple of ``learning_rate``."""
     prior_bias: bool = True
     """Start each label's bias at its log-odds in the training split."""
     word_dropout: float = 0.0

@@ -15,7 +15,7 @@ import hashlib
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -35,6 +35,7 @@ from schemas import LabelledArticle, ModelManifest, TrainingDataSummary
 from trainer import checkpoint, distributed
 from trainer.data import EncodedSplit, encode_split, epoch_batches, with_title_copies
 from trainer.errors import TrainerError
+from trainer.linear_path import LinearPath, fit_linear_path
 from trainer.profiles import TrainingProfile, profile
 from trainer.progress import TrainingProgress
 from trainer.thresholds import DecisionRule, best_global_threshold, choose_rule
@@ -75,6 +76,7 @@ class _Run:
     progress: checkpoint.Progress
     best_state: dict[str, torch.Tensor]
     fingerprint: str
+    linear_path: LinearPath | None = None
 
 
 def train_model(
@@ -194,13 +196,12 @@ def _set_idf(network: BiLSTMClassifier, train: EncodedSplit) -> None:
 
 
 def _optimizer(network: BiLSTMClassifier, settings: TrainingProfile) -> torch.optim.Optimizer:
-    """AdamW; the bag-of-words weights (when present) in their own group with a scaled rate."""
-    wide = [network.wide.weight] if network.config.bag_of_words else []
-    rest = [p for p in network.parameters() if all(p is not w for w in wide)]
-    groups: list[dict[str, object]] = [{"params": rest, "lr_scale": 1.0}]
-    if wide:
-        groups.append({"params": wide, "lr_scale": settings.bag_of_words_lr_scale})
-    return torch.optim.AdamW(groups, lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    """AdamW over the LSTM's weights; the bag-of-words path (when present) is frozen at zero
+    here and fitted after the LSTM (``trainer.linear_path``)."""
+    if network.config.bag_of_words:
+        network.wide.weight.requires_grad_(False)
+    trained = [p for p in network.parameters() if p.requires_grad]
+    return torch.optim.AdamW(trained, lr=settings.learning_rate, weight_decay=settings.weight_decay)
 
 
 def _learning_rate(settings: TrainingProfile, progress: float) -> float:
@@ -274,6 +275,9 @@ def _fit(run: _Run, options: RunOptions) -> None:
                 checkpoint.save(options.checkpoint_dir, _snapshot(run))
             stop = distributed.agree(_should_stop(run), run.world)
     run.average.load_state_dict(run.best_state)
+    if settings.bag_of_words:
+        run.linear_path = fit_linear_path(run.average, run.train, run.validation, run.world.device)
+        log.info("linear path", **asdict(run.linear_path))
 
 
 def _train_epoch(run: _Run, epoch: int, bar: TrainingProgress) -> float:
@@ -297,7 +301,7 @@ def _train_epoch(run: _Run, epoch: int, bar: TrainingProgress) -> float:
             settings, (epoch - 1 + (step - 1) / len(batches)) / settings.max_epochs
         )
         for group in run.optimizer.param_groups:
-            group["lr"] = rate * group["lr_scale"]
+            group["lr"] = rate
         ids = drop_words(batch.ids, settings.word_dropout).to(world.device)
         logits = run.trainer(ids, batch.lengths)
         loss = run.loss(logits, batch.targets.to(world.device))
@@ -422,7 +426,8 @@ def _package(
             AT_LEAST_ONE: rule.at_least_one,
             "decision_rule": rule.name,
             "glove_used": run.settings.glove and glove.available(),
-        },
+        }
+        | _linear_path_settings(run.linear_path),
         training_data=TrainingDataSummary(
             train_documents=n_train,
             validation_documents=n_validation,
@@ -440,6 +445,12 @@ def _package(
     )
     log.info("trained", **{k: round(v, 4) for k, v in metrics.items()})
     return artifact, metrics
+
+
+def _linear_path_settings(path: LinearPath | None) -> dict[str, float]:
+    if path is None:
+        return {}
+    return {"bag_of_words_c": path.c, "bag_of_words_weight": path.weight}
 
 
 def _validation_metrics(
