@@ -28,8 +28,8 @@ from model.network import BiLSTMClassifier
 from trainer.data import EncodedSplit
 from trainer.thresholds import best_global_threshold
 
-C_GRID = (0.5, 1.0, 2.0, 4.0)
-WEIGHT_GRID = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
+C_GRID = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
+WEIGHT_GRID = (0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 11.0, 16.0, 24.0)
 
 
 @dataclass(frozen=True)
