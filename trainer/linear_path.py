@@ -69,7 +69,7 @@ def fit_linear_path(
     lstm = _logits(network_scores(network, validation.sequences, device=device))
     best: tuple[float, float, float, Any] | None = None
     for c in C_GRID:
-        model = OneVsRestClassifier(LinearSVC(C=c, max_iter=5000))
+        model = OneVsRestClassifier(LinearSVC(C=c, max_iter=5000, random_state=0))
         model.fit(x_train, train.targets[:, keep].astype(np.int8))
         margins = np.zeros_like(lstm)
         margins[:, keep] = model.decision_function(x_validation)
