@@ -12,6 +12,12 @@ sequence has alone, on any bucket, and the packed path (used on CUDA) is the sam
 
 Pooling looks at real steps only: a mask excludes padding from max and mean, and ``final``
 takes the forward state at the last real step and the backward state at the first.
+
+The optional bag-of-words path (``bag_of_words``, wide & deep) adds a linear function of the
+article's TF-IDF vector to the LSTM's logits: sublinear term frequency of each real token
+times its inverse document frequency (a buffer set by the trainer from the training split;
+0 for ``[PAD]`` and ``[UNK]``), L2-normalised per article. Each article's vector depends on
+its own tokens only, so this path is batch-invariant too.
 """
 
 from __future__ import annotations
@@ -23,19 +29,19 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from model.encoder import PAD_ID
+from model.encoder import PAD_ID, UNK_ID
 from model.errors import ModelError
 
 Pooling = Literal["max", "mean", "max_mean", "final"]
 POOLINGS: tuple[str, ...] = ("max", "mean", "max_mean", "final")
 
 
-@dataclass(frozen=True)
-class NetworkConfig:
-    """The shape of the network; saved in the artifact beside the weights."""
+@dataclass(frozen=True, kw_only=True)
+class NetworkShape:
+    """The network's settings that do not depend on the data. Declared once, here: a training
+    profile extends this class, and :class:`NetworkConfig` adds the vocabulary and label
+    counts."""
 
-    vocab_size: int
-    n_labels: int
     embedding_dim: int = 100
     hidden_size: int = 128
     layers: int = 1
@@ -43,9 +49,11 @@ class NetworkConfig:
     layer_dropout: float = 0.0
     head_dropout: float = 0.3
     pooling: Pooling = "max"
+    bag_of_words: bool = False
+    """Add a linear path over the TF-IDF bag of words to the logits (wide & deep)."""
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "n_labels", "embedding_dim", "hidden_size", "layers"):
+        for name in ("embedding_dim", "hidden_size", "layers"):
             if getattr(self, name) < 1:
                 raise ModelError(f"network {name} must be at least 1, not {getattr(self, name)}")
         for name in ("embedding_dropout", "layer_dropout", "head_dropout"):
@@ -53,6 +61,27 @@ class NetworkConfig:
                 raise ModelError(f"network {name} must be in [0, 1), not {getattr(self, name)}")
         if self.pooling not in POOLINGS:
             raise ModelError(f"pooling must be one of {POOLINGS}, not {self.pooling!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class NetworkConfig(NetworkShape):
+    """The complete shape of a network; saved in the artifact beside the weights."""
+
+    vocab_size: int
+    n_labels: int
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "n_labels"):
+            if getattr(self, name) < 1:
+                raise ModelError(f"network {name} must be at least 1, not {getattr(self, name)}")
+        super().__post_init__()
+
+    @classmethod
+    def for_data(cls, shape: NetworkShape, *, vocab_size: int, n_labels: int) -> NetworkConfig:
+        """``shape``'s network settings (from any :class:`NetworkShape`, such as a training
+        profile) for a vocabulary and a label set."""
+        chosen = {f.name: getattr(shape, f.name) for f in fields(NetworkShape)}
+        return cls(vocab_size=vocab_size, n_labels=n_labels, **chosen)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready values."""
@@ -78,6 +107,9 @@ class NetworkConfig:
 class BiLSTMClassifier(nn.Module):
     """Token ids ``[batch, time]`` plus lengths -> one logit per label."""
 
+    idf: Tensor
+    """Inverse document frequency per word (only with ``bag_of_words``)."""
+
     def __init__(self, config: NetworkConfig) -> None:
         super().__init__()
         self.config = config
@@ -93,6 +125,12 @@ class BiLSTMClassifier(nn.Module):
         self.layer_dropout = nn.Dropout(config.layer_dropout)
         self.head_dropout = nn.Dropout(config.head_dropout)
         self.head = nn.Linear(config.pooled_size, config.n_labels)
+        if config.bag_of_words:
+            self.wide = nn.Linear(config.vocab_size, config.n_labels, bias=False)
+            nn.init.zeros_(self.wide.weight)
+            idf = torch.ones(config.vocab_size)
+            idf[[PAD_ID, UNK_ID]] = 0.0
+            self.register_buffer("idf", idf)
 
     def forward(self, ids: Tensor, lengths: Tensor, *, packed: bool = False) -> Tensor:
         """Logits ``[batch, n_labels]``; ``lengths`` (>= 1 each) say which steps are real.
@@ -116,6 +154,8 @@ class BiLSTMClassifier(nn.Module):
                 dim=2,
             )
         logits: Tensor = self.head(self.head_dropout(self._pool(states, mask, lengths)))
+        if self.config.bag_of_words:
+            logits = logits + self.wide(tfidf(ids, mask, self.idf))
         return logits
 
     def _pool(self, states: Tensor, mask: Tensor, lengths: Tensor) -> Tensor:
@@ -129,6 +169,16 @@ class BiLSTMClassifier(nn.Module):
             real = mask[:, :, None].to(states.dtype)
             pooled.append((states * real).sum(dim=1) / real.sum(dim=1))
         return torch.cat(pooled, dim=1)
+
+
+def tfidf(ids: Tensor, mask: Tensor, idf: Tensor) -> Tensor:
+    """``[batch, vocab]`` L2-normalised ``(1 + log tf) * idf`` of each row's real tokens."""
+    counts = torch.zeros(ids.shape[0], idf.shape[0], device=ids.device)
+    counts.scatter_add_(1, ids, mask.to(counts.dtype))
+    present = counts > 0
+    weights = torch.where(present, 1.0 + torch.log(counts.clamp_min(1.0)), 0.0) * idf
+    normalised: Tensor = weights / weights.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    return normalised
 
 
 def parameter_shapes(config: NetworkConfig) -> dict[str, tuple[int, ...]]:
@@ -147,10 +197,13 @@ def parameter_shapes(config: NetworkConfig) -> dict[str, tuple[int, ...]]:
                 prefix + "bias_ih_l0": (gates,),
                 prefix + "bias_hh_l0": (gates,),
             }
-    return shapes | {
+    shapes |= {
         "head.weight": (config.n_labels, config.pooled_size),
         "head.bias": (config.n_labels,),
     }
+    if config.bag_of_words:
+        shapes |= {"wide.weight": (config.n_labels, config.vocab_size), "idf": (config.vocab_size,)}
+    return shapes
 
 
 def reversal_index(lengths: Tensor, steps: int) -> Tensor:

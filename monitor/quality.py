@@ -13,6 +13,8 @@ from collections import OrderedDict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from common.metrics import f1
+
 LabelSet = frozenset[str]
 MAX_INTERNED = 10_000
 
@@ -48,16 +50,12 @@ def figures(pairs: Iterable[tuple[LabelSet, LabelSet]]) -> Figures:
             fn[label] = fn.get(label, 0) + 1
     labels = sorted(set(tp) | set(fp) | set(fn))
     total_tp, total_fp, total_fn = sum(tp.values()), sum(fp.values()), sum(fn.values())
-    micro = _f1(total_tp, total_fp, total_fn) if labels else 0.0
-    per_label = [_f1(tp.get(x, 0), fp.get(x, 0), fn.get(x, 0)) for x in labels]
+    micro = f1(total_tp, total_fp, total_fn) if labels else 0.0
+    per_label = [f1(tp.get(x, 0), fp.get(x, 0), fn.get(x, 0)) for x in labels]
     precision = {x: _ratio(tp.get(x, 0), tp.get(x, 0) + fp.get(x, 0)) for x in labels}
     recall = {x: _ratio(tp.get(x, 0), tp.get(x, 0) + fn.get(x, 0)) for x in labels}
     macro = sum(per_label) / len(per_label) if per_label else 0.0
     return Figures(count, micro, macro, precision, recall)
-
-
-def _f1(tp: int, fp: int, fn: int) -> float:
-    return _ratio(2 * tp, 2 * tp + fp + fn)
 
 
 def _ratio(num: int, den: int) -> float:

@@ -13,9 +13,9 @@ from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
 
 from pydantic import ValidationError
-from sklearn.metrics import f1_score
 from sklearn.preprocessing import MultiLabelBinarizer
 
+from common.metrics import micro_f1
 from common.settings import KafkaSettings
 from messaging import MessagingError
 from messaging.admin import Admin
@@ -143,6 +143,6 @@ def micro_f1_by_version(
         guess = binarizer.transform([[x for x in p if x in labels] for _, p in pairs])
         result[version] = (
             len(pairs),
-            float(f1_score(truth, guess, average="micro", zero_division=0)),
+            micro_f1(truth, guess.astype(bool)),
         )
     return result

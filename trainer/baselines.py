@@ -18,9 +18,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.multiclass import OneVsRestClassifier
 from sklearn.svm import LinearSVC
 
+from common.metrics import micro_f1
 from schemas import LabelledArticle
 from trainer.data import label_matrix
-from trainer.thresholds import micro_f1
 
 Matrix = npt.NDArray[np.float32]
 

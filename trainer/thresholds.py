@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import numpy.typing as npt
 
+from common.metrics import micro_f1
 from model.inference import decide
 
 GRID = np.round(np.arange(0.05, 0.951, 0.025), 3).astype(np.float32)
@@ -38,17 +39,6 @@ class DecisionRule:
     def apply(self, scores: Matrix) -> npt.NDArray[np.bool_]:
         """Boolean decisions ``[n, n_labels]``."""
         return decide(scores, self.thresholds, self.at_least_one)
-
-
-def micro_f1(targets: Matrix, predicted: npt.NDArray[np.bool_]) -> float:
-    """Micro-averaged F1 over all labels and documents (0 when nothing is true or predicted).
-
-    The one micro-F1 of the trainer: threshold tuning, baselines, validation, the evaluation
-    report and the service's holdout gate all call it."""
-    truth = targets > 0.5
-    tp = float(np.logical_and(truth, predicted).sum())
-    denominator = float(truth.sum() + predicted.sum())
-    return 2 * tp / denominator if denominator else 0.0
 
 
 def best_global_threshold(scores: Matrix, targets: Matrix) -> tuple[float, float]:
@@ -85,6 +75,7 @@ def _best_for_label(
     column, positives = scores[:, label][:, None], truth[:, label][:, None]
     hits = column >= GRID[None, :]
     tp = tp_rest + np.logical_and(hits, positives).sum(axis=0)
+    # common.metrics.micro_f1 for every grid threshold at once
     f1 = 2 * tp / (count_rest + hits.sum(axis=0) + positives.sum())
     best = np.flatnonzero(f1 >= f1.max() - 1e-12)
     return float(GRID[best[np.argmin(np.abs(GRID[best] - thresholds[label]))]])

@@ -15,17 +15,17 @@ import hashlib
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 import torch
-from sklearn.metrics import f1_score
 from torch import nn
 
 from common.logging import get_logger
+from common.metrics import macro_f1, micro_f1
 from model import glove
 from model.artifact import Artifact
 from model.encoder import PAD_ID, UNK_ID, TextEncoder
@@ -35,9 +35,10 @@ from schemas import LabelledArticle, ModelManifest, TrainingDataSummary
 from trainer import checkpoint, distributed
 from trainer.data import EncodedSplit, encode_split, epoch_batches, with_title_copies
 from trainer.errors import TrainerError
+from trainer.linear_path import LinearPath, fit_linear_path
 from trainer.profiles import TrainingProfile, profile
 from trainer.progress import TrainingProgress
-from trainer.thresholds import DecisionRule, best_global_threshold, choose_rule, micro_f1
+from trainer.thresholds import DecisionRule, best_global_threshold, choose_rule
 
 log = get_logger("trainer.train")
 STOPPING = frozenset({"max_epochs", "patience", "max_seconds"})
@@ -75,6 +76,7 @@ class _Run:
     progress: checkpoint.Progress
     best_state: dict[str, torch.Tensor]
     fingerprint: str
+    linear_path: LinearPath | None = None
 
 
 def train_model(
@@ -135,9 +137,7 @@ def _prepare(
     )
     validation_split = encode_split(encoder, validation, labels)
     network = _initial_network(settings, encoder, train_split).to(world.device)
-    optimizer = torch.optim.AdamW(
-        network.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
-    )
+    optimizer = _optimizer(network, settings)
     run = _Run(
         settings=settings,
         world=world,
@@ -161,18 +161,12 @@ def _prepare(
 def _initial_network(
     settings: TrainingProfile, encoder: TextEncoder, train: EncodedSplit
 ) -> BiLSTMClassifier:
-    config = NetworkConfig(
-        vocab_size=encoder.vocab_size,
-        n_labels=train.targets.shape[1],
-        embedding_dim=settings.embedding_dim,
-        hidden_size=settings.hidden_size,
-        layers=settings.layers,
-        embedding_dropout=settings.embedding_dropout,
-        layer_dropout=settings.layer_dropout,
-        head_dropout=settings.head_dropout,
-        pooling=settings.pooling,
+    config = NetworkConfig.for_data(
+        settings, vocab_size=encoder.vocab_size, n_labels=train.targets.shape[1]
     )
     network = build_network(config, seed=settings.seed)
+    if settings.bag_of_words:
+        _set_idf(network, train)
     if settings.prior_bias:
         _set_prior_bias(network, train)
     if settings.glove:
@@ -187,6 +181,27 @@ def _set_prior_bias(network: BiLSTMClassifier, train: EncodedSplit) -> None:
     prior = (train.targets.sum(axis=0) + 1.0) / (len(train) + 2.0)
     with torch.no_grad():
         network.head.bias.copy_(torch.from_numpy(np.log(prior / (1.0 - prior))))
+
+
+def _set_idf(network: BiLSTMClassifier, train: EncodedSplit) -> None:
+    """Smoothed inverse document frequency of each word in the training split, as
+    scikit-learn's ``TfidfVectorizer`` computes it (``[PAD]`` and ``[UNK]`` stay 0)."""
+    documents = np.zeros(network.config.vocab_size)
+    for sequence in train.sequences:
+        documents[np.unique(sequence)] += 1.0
+    idf = np.log((1.0 + len(train)) / (1.0 + documents)) + 1.0
+    idf[[PAD_ID, UNK_ID]] = 0.0
+    with torch.no_grad():
+        network.idf.copy_(torch.from_numpy(idf))
+
+
+def _optimizer(network: BiLSTMClassifier, settings: TrainingProfile) -> torch.optim.Optimizer:
+    """AdamW over the LSTM's weights; the bag-of-words path (when present) is frozen at zero
+    here and fitted after the LSTM (``trainer.linear_path``)."""
+    if network.config.bag_of_words:
+        network.wide.weight.requires_grad_(False)
+    trained = [p for p in network.parameters() if p.requires_grad]
+    return torch.optim.AdamW(trained, lr=settings.learning_rate, weight_decay=settings.weight_decay)
 
 
 def _learning_rate(settings: TrainingProfile, progress: float) -> float:
@@ -260,6 +275,9 @@ def _fit(run: _Run, options: RunOptions) -> None:
                 checkpoint.save(options.checkpoint_dir, _snapshot(run))
             stop = distributed.agree(_should_stop(run), run.world)
     run.average.load_state_dict(run.best_state)
+    if settings.bag_of_words:
+        run.linear_path = fit_linear_path(run.average, run.train, run.validation, run.world.device)
+        log.info("linear path", **asdict(run.linear_path))
 
 
 def _train_epoch(run: _Run, epoch: int, bar: TrainingProgress) -> float:
@@ -408,7 +426,8 @@ def _package(
             AT_LEAST_ONE: rule.at_least_one,
             "decision_rule": rule.name,
             "glove_used": run.settings.glove and glove.available(),
-        },
+        }
+        | _linear_path_settings(run.linear_path),
         training_data=TrainingDataSummary(
             train_documents=n_train,
             validation_documents=n_validation,
@@ -428,12 +447,17 @@ def _package(
     return artifact, metrics
 
 
+def _linear_path_settings(path: LinearPath | None) -> dict[str, float]:
+    if path is None:
+        return {}
+    return {"bag_of_words_c": path.c, "bag_of_words_weight": path.weight}
+
+
 def _validation_metrics(
     scores: npt.NDArray[np.float32], targets: npt.NDArray[np.float32], rule: DecisionRule
 ) -> dict[str, float]:
     predicted = rule.apply(scores)
-    truth = targets > 0.5
     return {
         "validation_micro_f1": micro_f1(targets, predicted),
-        "validation_macro_f1": float(f1_score(truth, predicted, average="macro", zero_division=0)),
+        "validation_macro_f1": macro_f1(targets, predicted),
     }

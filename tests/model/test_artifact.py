@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 
@@ -10,6 +11,7 @@ import torch
 
 from model.artifact import Artifact, sha256_hex
 from model.errors import ArtifactError
+from model.network import build_network
 from model.toy import toy_artifact
 
 
@@ -93,6 +95,19 @@ def test_inconsistent_parts_are_rejected(artifact: Artifact) -> None:
     missing.pop("head.bias")
     with pytest.raises(ArtifactError):
         Artifact(artifact.manifest, artifact.encoder, artifact.config, missing)
+
+
+def test_a_bag_of_words_network_round_trips_and_needs_its_tensors(artifact: Artifact) -> None:
+    config = dataclasses.replace(artifact.config, bag_of_words=True)
+    state = dict(build_network(config, seed=3).state_dict())
+    wide = Artifact(artifact.manifest, artifact.encoder, config, state)
+    loaded = Artifact.from_bytes(wide.to_bytes())
+    assert loaded.config.bag_of_words
+    assert all(torch.equal(loaded.state[k], state[k]) for k in ("wide.weight", "idf"))
+    with pytest.raises(ArtifactError, match=r"missing \['idf', 'wide.weight'\]"):
+        Artifact(artifact.manifest, artifact.encoder, config, artifact.state)
+    with pytest.raises(ArtifactError, match=r"unexpected \['idf', 'wide.weight'\]"):
+        Artifact(artifact.manifest, artifact.encoder, artifact.config, state)
 
 
 def test_loading_never_calls_pickle(artifact: Artifact, monkeypatch: pytest.MonkeyPatch) -> None:

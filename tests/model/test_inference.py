@@ -18,7 +18,7 @@ from model.inference import (
     length_buckets,
     traced_padded,
 )
-from model.network import NetworkConfig, build_network
+from model.network import NetworkConfig, build_network, tfidf
 from model.toy import toy_artifact
 
 
@@ -31,8 +31,12 @@ def _variant(**changes: object) -> Artifact:
     """The toy artifact with another network shape and fresh random weights."""
     toy = toy_artifact()
     config = dataclasses.replace(toy.config, **changes)  # type: ignore[arg-type]
-    state = build_network(config, seed=7).state_dict()
-    return Artifact(toy.manifest, toy.encoder, config, dict(state))
+    state = dict(build_network(config, seed=7).state_dict())
+    if config.bag_of_words:  # the trainer sets these; random here so the path counts
+        generator = torch.Generator().manual_seed(7)
+        state["wide.weight"] = torch.randn(state["wide.weight"].shape, generator=generator)
+        state["idf"] = torch.rand(state["idf"].shape, generator=generator) * 5
+    return Artifact(toy.manifest, toy.encoder, config, state)
 
 
 NETWORKS: dict[str, dict[str, object]] = {
@@ -40,6 +44,7 @@ NETWORKS: dict[str, dict[str, object]] = {
     "max_mean-2-layers": {"layers": 2, "pooling": "max_mean"},
     "final-2-layers": {"layers": 2, "pooling": "final"},
     "mean": {"pooling": "mean"},
+    "bag-of-words": {"pooling": "max_mean", "bag_of_words": True},
 }
 
 
@@ -79,6 +84,32 @@ def test_every_path_gives_the_same_scores() -> None:
         results[strategy] = classifier.scores(sequences)
     for strategy in STRATEGIES:
         np.testing.assert_allclose(results[strategy], results["packed"], atol=1e-5, rtol=0)
+
+
+def test_the_bag_of_words_path_reads_word_counts_not_order_or_padding() -> None:
+    """Wide & deep: the linear path sees each article's own TF-IDF vector only."""
+    network = build_network(_variant(bag_of_words=True).config)
+    network.idf.uniform_(0.5, 3.0)
+    network.idf[:2] = 0.0
+    ids = torch.tensor([[5, 6, 5, 7, 0, 0], [7, 5, 6, 5, 9, 9]])
+    mask = torch.tensor([[True] * 4 + [False] * 2, [True] * 6])
+    vectors = tfidf(ids, mask, network.idf)
+    alone = tfidf(ids[:1, :4], mask[:1, :4], network.idf)
+    torch.testing.assert_close(vectors[:1], alone)
+    expected = torch.zeros_like(network.idf)
+    tf = torch.tensor([1 + np.log(2.0), 1.0, 1.0], dtype=torch.float32)
+    expected[[5, 6, 7]] = tf * network.idf[[5, 6, 7]]
+    torch.testing.assert_close(vectors[0], expected / expected.norm())
+    assert vectors[1, 9] > 0 and vectors[0, 9] == 0
+
+
+def test_an_unknown_word_or_padding_adds_nothing_to_the_bag_of_words() -> None:
+    network = build_network(_variant(bag_of_words=True).config)
+    assert network.idf[0] == 0 and network.idf[1] == 0
+    network.idf[2:] = 2.0
+    plain = tfidf(torch.tensor([[5, 6]]), torch.tensor([[True, True]]), network.idf)
+    with_unk = tfidf(torch.tensor([[5, 1, 6]]), torch.tensor([[True, True, True]]), network.idf)
+    torch.testing.assert_close(plain, with_unk)
 
 
 def test_padding_positions_do_not_reach_the_scores() -> None:

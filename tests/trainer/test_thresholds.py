@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from common.metrics import micro_f1
+from model.inference import decide
 from trainer.thresholds import (
     CANDIDATES,
     best_global_threshold,
     choose_rule,
-    decide,
     fit_candidate,
-    micro_f1,
     tune_rule,
 )
 

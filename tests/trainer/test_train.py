@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +12,9 @@ import torch
 
 from model.artifact import Artifact, sha256_hex
 from model.encoder import UNK_ID, TextEncoder
-from model.inference import Classifier
+from model.errors import ModelError
+from model.inference import Classifier, pad
+from model.network import NetworkShape, tfidf
 from model.toy import synthetic_articles
 from schemas import LabelledArticle
 from trainer import checkpoint
@@ -26,6 +28,7 @@ from trainer.data import (
 )
 from trainer.errors import TrainerError
 from trainer.evaluate import evaluate_artifact
+from trainer.linear_path import tfidf_rows
 from trainer.profiles import TrainingProfile, profile
 from trainer.train import RunOptions, drop_words, train_model
 
@@ -206,3 +209,48 @@ def test_the_shipped_weights_are_the_moving_average(data: Splits) -> None:
         train, validation, LABELS, settings.with_overrides(ema_decay=0.0), RunOptions(device="cpu")
     )
     assert not torch.equal(averaged.state["head.weight"], plain.state["head.weight"])
+
+
+def test_the_artifact_network_has_every_network_setting_of_the_profile(
+    trained: tuple[Artifact, dict[str, float]],
+) -> None:
+    config = trained[0].config
+    assert all(getattr(config, f.name) == getattr(TINY, f.name) for f in fields(NetworkShape))
+    assert (config.vocab_size, config.n_labels) == (trained[0].encoder.vocab_size, len(LABELS))
+
+
+def test_a_bad_network_setting_fails_when_the_profile_is_made() -> None:
+    with pytest.raises(ModelError, match="hidden_size"):
+        TINY.with_overrides(hidden_size=0)
+    with pytest.raises(ModelError, match="pooling"):
+        TINY.with_overrides(pooling="median")
+
+
+def test_the_bag_of_words_path_is_fitted_on_training_idf(data: Splits) -> None:
+    """Wide & deep: idf from the training split (0 for padding and unknown words), and the
+    linear path fitted after the LSTM, weighted in when it helps, folded into the network.
+    The LSTM here barely trains, so the linear path has to carry the labels."""
+    train, validation, test = data
+    settings = TINY.with_overrides(bag_of_words=True, max_epochs=1, learning_rate=1e-5)
+    artifact, metrics = train_model(train, validation, LABELS, settings, RunOptions(device="cpu"))
+    idf = artifact.state["idf"]
+    assert idf[0] == 0 and idf[UNK_ID] == 0 and (idf[2:] >= 1).all()
+    assert idf[2:].max() > idf[2:].min()  # rarer words weigh more
+    assert artifact.manifest.hyperparameters["bag_of_words_weight"] > 0
+    assert artifact.state["wide.weight"].abs().max() > 0
+    assert metrics["validation_micro_f1"] > 0.8
+    assert evaluate_artifact(artifact, test, LABELS)["micro_f1"] > 0.8
+    alone, _ = train_model(
+        train, validation, LABELS, replace(settings, bag_of_words=False), RunOptions(device="cpu")
+    )
+    assert evaluate_artifact(alone, test, LABELS)["micro_f1"] < 0.8
+
+
+def test_the_linear_path_features_are_the_networks_tfidf(data: Splits) -> None:
+    encoder = TextEncoder.train((a.text for a in data[0]), vocab_size=500, max_tokens=64)
+    sequences = encoder.encode([a.text for a in data[0][:20]])
+    idf = torch.rand(encoder.vocab_size) * 3
+    ids, lengths = pad(sequences)
+    mask = torch.arange(ids.shape[1])[None, :] < lengths[:, None]
+    expected = tfidf(ids, mask, idf).numpy()
+    np.testing.assert_allclose(tfidf_rows(sequences, idf.numpy()).toarray(), expected, atol=1e-6)
