@@ -290,9 +290,9 @@ def cycles_finished(status: dict[str, float]) -> int:
 class _Producer(threading.Thread):
     """Streams the test split with the feedback halfway (see the module docstring).
 
-    The last fifth of the test split waits for the trainer's first cycle to reach its canary
-    stage (or to end), so that the stream is still running while the workers shadow-score the
-    canary and when they swap models.
+    The last fifth of the test split waits for the trainer's first cycle: its first half goes
+    out once the new version is the canary (the workers shadow-score it), the second once the
+    cycle has ended (the workers have swapped to the promoted version).
     """
 
     def __init__(
@@ -321,20 +321,24 @@ class _Producer(threading.Thread):
                 self.kafka, self.demo.topics["labelled"], self.feedback
             )
             self._send(self.test[half:held])
-            self._wait_for_cycle(timeout_s=900)
-            self._send(self.test[held:])
+            canary = held + (len(self.test) - held) // 2
+            self._wait_for_cycle(timeout_s=900, until_canary=True)
+            self._send(self.test[held:canary])  # shadow-scored by the canary
+            self._wait_for_cycle(timeout_s=900, until_canary=False)
+            self._send(self.test[canary:])  # served by the promoted version
         except Exception as exc:  # reported by the live view, which then stops the demo
             self.error = exc
 
-    def _wait_for_cycle(self, timeout_s: float) -> None:
-        """Until the trainer's cycle ends or its new version goes to the canary alias (so the
-        rest of the stream is shadow-scored by it during the canary stage)."""
+    def _wait_for_cycle(self, timeout_s: float, *, until_canary: bool) -> None:
+        """Until the trainer's cycle ends, or (``until_canary``) its new version goes to the
+        canary alias, so what is sent next is shadow-scored during the canary stage."""
         self.waiting = True
         deadline = time.monotonic() + timeout_s
         redis_settings = RedisSettings(url=self.demo.state.redis_url, namespace=self.demo.namespace)
         with Registry.from_settings(redis_settings, RegistrySettings()) as registry:
             while not cycles_finished(trainer_status(self.trainer_port)):
-                if time.monotonic() > deadline or "canary" in registry.aliases():
+                canary_set = until_canary and "canary" in registry.aliases()
+                if time.monotonic() > deadline or canary_set:
                     break
                 time.sleep(1.0)
         self.waiting = False
@@ -389,7 +393,7 @@ def _view(snap: Snapshot, producer: _Producer, trainer: dict[str, float], total:
             "produced",
             f"{producer.sent}/{total}"
             + (
-                " (holding the last fifth until the trainer's canary stage)"
+                " (holding the rest for the trainer's canary stage or promotion)"
                 if producer.waiting
                 else ""
             ),

@@ -189,6 +189,7 @@ class TrainerService:
         self._cycle: threading.Thread | None = None
         self._stopping = threading.Event()
         """Set by :meth:`run` when the service stops: ends a canary stage early."""
+        self._canary_cut_short = False
         self._holdout_scores: dict[str, tuple[float, float]] = {}
         self.results: list[CycleResult] = []
 
@@ -315,7 +316,7 @@ class TrainerService:
             fence = lock.fence()
             version, moved_reason = self.publish(registry, artifact, candidate_f1, fence, baseline)
             if moved_reason is not None:
-                promote, moved, reason = False, True, moved_reason
+                promote, moved, reason = False, not self._canary_cut_short, moved_reason
         return CycleResult(
             promote,
             reason,
@@ -384,7 +385,11 @@ class TrainerService:
         expected: int | Literal["unset"] = "unset" if baseline.current is None else baseline.current
         try:
             version = registry.publish(artifact.to_bytes(), manifest, fence=fence)
-            self._canary_stage(registry, version, fence)
+            if not self._canary_stage(registry, version, fence):
+                return version, (
+                    f"published version {version} not promoted: the service stopped during "
+                    "its canary stage (it stays the canary)"
+                )
             registry.promote(version, self.settings.alias, fence=fence, expected_current=expected)
         except FencedError as exc:
             raise LockLostError(f"fenced off by the registry: {exc}") from exc
@@ -396,15 +401,20 @@ class TrainerService:
             )
         return version, None
 
-    def _canary_stage(self, registry: Registry, version: int, fence: Fence) -> None:
+    def _canary_stage(self, registry: Registry, version: int, fence: Fence) -> bool:
         """Serve ``version`` as the canary for ``canary_s`` before it goes to production
-        (workers shadow-score it meanwhile); the wait ends early when the service stops."""
+        (workers shadow-score it meanwhile). False when the service stopped during the wait:
+        a canary stage cut short promotes nothing."""
         if self.settings.canary_s <= 0 or self.settings.alias != "production":
-            return
+            return True
         registry.promote(version, "canary", fence=fence)
         log.info("Canary stage started.", version=version, seconds=self.settings.canary_s)
-        self._stopping.wait(self.settings.canary_s)
+        if self._stopping.wait(self.settings.canary_s):
+            log.info("Canary stage cut short: the service is stopping.", version=version)
+            self._canary_cut_short = True
+            return False
         log.info("Canary stage over.", version=version)
+        return True
 
     # --- running ---------------------------------------------------------------------------
 

@@ -236,3 +236,27 @@ def registry_state_before_and_after(seen: list[dict[str, int]], old: int, new: i
     order = [stages.index(state) for state in seen if state in stages]
     canary_readings = order.count(1)
     return order == sorted(order) and canary_readings >= 10 and order[-1] == 2
+
+
+@pytest.mark.integration
+def test_a_canary_stage_cut_short_by_a_stop_promotes_nothing(
+    tmp_path: Path,
+    redis_settings: RedisSettings,
+    redis_client: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    planted_scores(monkeypatch)
+    service = gate_service(tmp_path, redis_settings, canary_s=600)
+    service._stopping.set()  # what run() does when the service is told to stop
+    with (
+        open_registry(tmp_path, redis_settings) as registry,
+        training_lock(redis_client, redis_settings.namespace, ttl_s=5) as lock,
+    ):
+        old = publish(registry, scored_artifact(0.8, 0.4))
+        registry.promote(old)
+        baseline = service.production_baseline(registry, service.datasets)
+        version, why_not = service.publish(
+            registry, scored_artifact(0.9, 0.5, seed=4), 0.9, lock.fence(), baseline
+        )
+        assert registry.aliases() == {"production": old, "canary": version}
+    assert why_not is not None and "stopped during its canary stage" in why_not
