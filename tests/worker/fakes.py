@@ -179,7 +179,25 @@ class FakeSource:
         """Nothing to release."""
 
 
-class FakeSink:
+class AtLeastOnceOnly:
+    """The transactional half of a sink, which an at-least-once fake must never be asked for."""
+
+    def begin(self) -> None:
+        raise AssertionError("at-least-once only")
+
+    def commit_offsets(
+        self, offsets: dict[TopicPartition, int], membership: GroupMembership
+    ) -> None:
+        raise AssertionError("at-least-once only")
+
+    def commit(self) -> None:
+        raise AssertionError("at-least-once only")
+
+    def abort(self) -> None:
+        raise AssertionError("at-least-once only")
+
+
+class FakeSink(AtLeastOnceOnly):
     """A producer whose acknowledgements come late and out of order, from a thread of its own,
     as the real producer's come from its sender thread (stricter than the real one: across
     and within partitions alike). It refuses the keys ``refuse`` names once each (a
@@ -257,20 +275,6 @@ class FakeSink:
         with self._changed:
             return [json.loads(v) for t, _, v in self.sent if t == topic]
 
-    def begin(self) -> None:
-        raise AssertionError("at-least-once only")
-
-    def commit_offsets(
-        self, offsets: dict[TopicPartition, int], membership: GroupMembership
-    ) -> None:
-        raise AssertionError("at-least-once only")
-
-    def commit(self) -> None:
-        raise AssertionError("at-least-once only")
-
-    def abort(self) -> None:
-        raise AssertionError("at-least-once only")
-
     def flush(self, timeout_s: float) -> None:
         """Wait until every send so far was answered (or ``timeout_s`` passed)."""
         deadline = time.monotonic() + timeout_s
@@ -285,7 +289,7 @@ class FakeSink:
         self.flush(timeout_s)
 
 
-class LateSink:
+class LateSink(AtLeastOnceOnly):
     """Answers like the real producer: from a thread of its own, ``delay_s`` after each send,
     and only the first ``answered`` sends until :meth:`release` (a broker that stops answering
     mid-stream). ``flush`` waits for every answer with one deadline and raises DeadlineError
@@ -349,20 +353,6 @@ class LateSink:
     def on(self, topic: str) -> list[dict[str, Any]]:
         with self._lock:
             return [json.loads(v) for t, _, v in self.sent if t == topic]
-
-    def begin(self) -> None:
-        raise AssertionError("at-least-once only")
-
-    def commit_offsets(
-        self, offsets: dict[TopicPartition, int], membership: GroupMembership
-    ) -> None:
-        raise AssertionError("at-least-once only")
-
-    def commit(self) -> None:
-        raise AssertionError("at-least-once only")
-
-    def abort(self) -> None:
-        raise AssertionError("at-least-once only")
 
     def close(self, timeout_s: float) -> None:
         """Nothing to release."""
