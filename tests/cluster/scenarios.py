@@ -13,10 +13,8 @@ counts. Figures go through :func:`tests.reliability.support.record` (``RELIABILI
 
 from __future__ import annotations
 
-import json
 import sys
 import threading
-import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -24,15 +22,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kafka import KafkaConsumer, TopicPartition
-
 from common.settings import KafkaSettings
 from corpus.jsonl import write_jsonl
-from messaging import client_config, ensure_topics
+from messaging import ensure_topics
 from messaging.admin import admin
 from model.toy import synthetic_articles
 from tests.cluster.conftest import Cluster
-from tests.reliability.support import Tally, current_scale, describe, stored_ids, tally
+from tests.reliability.support import (
+    Tally,
+    current_scale,
+    describe,
+    read_topic,
+    stored_ids,
+    tally,
+)
 from tests.reliability.support import trainer_env as _trainer_env
 from tests.worker.harness import FAST, LABELS, expected_ids
 from tests.worker.kafka_tools import TopicReader, WorkerProcess, wait_until
@@ -246,7 +249,7 @@ class Stream:
             if code != 0 and _reason(worker):  # it had stopped by itself before the SIGTERM
                 self.restarts.append({"slot": slot, "exit_code": code, "reason": _reason(worker)})
                 exit_codes[slot] = 0
-        records = read_output(self.kafka, self.topics["output"])
+        records = read_topic(self.kafka, self.topics["output"])
         counted = tally(expected_ids(self.total), Counter(r["article_id"] for r in records))
         return Outcome(counted, records, len(stored_ids(store)), self.labelled, exit_codes)
 
@@ -266,38 +269,6 @@ def _reason(worker: WorkerProcess) -> str:
     """The last line of the error a worker's failed stage logged ("" if none)."""
     failures = worker.events("stage failed")
     return str(failures[-1]["exception"]).strip().splitlines()[-1] if failures else ""
-
-
-def read_output(kafka: KafkaSettings, topic: str, timeout_s: float = 60.0) -> list[dict[str, Any]]:
-    """Every committed record of ``topic`` up to each partition's end (JSON values), with the
-    output partition and the record's CreateTime added."""
-
-    consumer = KafkaConsumer(
-        **client_config(kafka),
-        group_id=None,
-        enable_auto_commit=False,
-        isolation_level="read_committed",
-        auto_offset_reset="earliest",
-    )
-    try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        consumer.assign(partitions)
-        consumer.seek_to_beginning()
-        ends = consumer.end_offsets(partitions)
-        records: list[dict[str, Any]] = []
-        deadline = time.monotonic() + timeout_s
-        while any(consumer.position(tp) < end for tp, end in ends.items()):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{topic} not read to its end within {timeout_s} s")
-            for tp, batch in consumer.poll(timeout_ms=200).items():
-                for r in batch:
-                    value = json.loads(r.value)
-                    value["_partition"] = tp.partition
-                    value["_timestamp"] = r.timestamp / 1000
-                    records.append(value)
-        return records
-    finally:
-        consumer.close()
 
 
 def first_prediction_after(

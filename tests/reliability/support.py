@@ -190,7 +190,8 @@ def settled(condition: Callable[[], bool], timeout_s: float) -> bool:
 
 
 def read_topic(kafka: KafkaSettings, topic: str, timeout_s: float = 60.0) -> list[dict[str, Any]]:
-    """Every committed record of ``topic`` (JSON values), read until each partition's end.
+    """Every committed record of ``topic`` (JSON values, with ``_partition`` and ``_timestamp``,
+    the record's CreateTime in seconds, added), read until each partition's end.
 
     A read_committed consumer's end offset is the last stable offset, so once no
     transaction is open this is everything the topic will ever show a reader.
@@ -212,8 +213,12 @@ def read_topic(kafka: KafkaSettings, topic: str, timeout_s: float = 60.0) -> lis
         while any(consumer.position(tp) < end for tp, end in ends.items()):
             if time.monotonic() > deadline:
                 raise AssertionError(f"{topic} not read to its end within {timeout_s} s")
-            for batch in consumer.poll(timeout_ms=200).values():
-                records += [json.loads(r.value) for r in batch]
+            for tp, batch in consumer.poll(timeout_ms=200).items():
+                for r in batch:
+                    value = json.loads(r.value)
+                    value["_partition"] = tp.partition
+                    value["_timestamp"] = r.timestamp / 1000
+                    records.append(value)
         return records
     finally:
         consumer.close()
