@@ -203,14 +203,24 @@ class Producer:
         """Flush for up to ``timeout_s``, then stop the sender whether or not all was sent
         (what is still unsent fails: at-least-once it is read again, exactly-once it was in a
         transaction that is never committed)."""
-        try:
-            with translated():
-                self._producer.close(timeout=timeout_s)
-        except DeadlineError:
-            self._producer._sender.force_close()
-            self._producer._sender.join(max(timeout_s, WAIT_SLICE_S))
-            with translated():
-                self._producer.close(timeout=0)
+        with translated():
+            close_kafka_producer(self._producer, timeout_s)
+
+
+def close_kafka_producer(producer: KafkaProducer, timeout_s: float) -> None:
+    """Close a kafka-python producer within about ``timeout_s``, sent or not.
+
+    Its own ``close`` flushes first and raises ``KafkaTimeoutError`` when records are still
+    pending, leaving the sender thread running and the producer open; its ``__del__`` then
+    tries again and raises where nobody can catch it. Here a flush that runs out of time
+    stops the sender and finishes the close; what was unsent fails.
+    """
+    try:
+        producer.close(timeout=timeout_s)
+    except kafka_errors.KafkaTimeoutError:
+        producer._sender.force_close()
+        producer._sender.join(max(timeout_s, WAIT_SLICE_S))
+        producer.close(timeout=0)
 
 
 REFUSED_FOR_ITSELF = (*REFUSED, kafka_errors.TopicAuthorizationFailedError)

@@ -13,12 +13,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from kafka import KafkaProducer
 
 from common.errors import StackError
-from messaging import MessagingError, client_config
+from messaging import MessagingError
 from messaging.admin import admin
 from tests.cluster.conftest import Cluster
+from tests.cluster.probe import probe_send
 from tests.cluster.scenarios import (
     GUARANTEES,
     Outcome,
@@ -193,7 +193,7 @@ def test_two_brokers_down_commit_nothing_and_everything_resumes_when_one_returns
     finally:
         output.close()
     refusals = _refusals(stream)
-    probe = _probe_send(cluster, stream.topics["dlq"])
+    probe = probe_send(cluster.state.kafka_bootstrap, stream.topics["dlq"], b"not an article", 10)
     cluster.local.start_node(down[0])
     back_at = time.time()
     outcome = stream.finish(size.patience_s)
@@ -223,25 +223,6 @@ def _answered(condition: Callable[[], bool]) -> bool:
         return condition()
     except (MessagingError, StackError):
         return False
-
-
-def _probe_send(cluster: Cluster, topic: str) -> str:
-    """What an ``acks=all`` idempotent send gets from the cluster now (10 s at most)."""
-    producer = KafkaProducer(
-        **client_config(cluster.kafka),
-        acks="all",
-        enable_idempotence=True,
-        delivery_timeout_ms=10_000,
-        request_timeout_ms=9_000,
-        max_block_ms=10_000,
-    )
-    try:
-        producer.send(topic, key=b"probe", value=b"not an article").get(timeout=15)
-    except Exception as exc:  # the point: which error
-        return f"{type(exc).__name__}: {exc}"
-    finally:
-        producer.close(timeout=5)
-    return "acknowledged"
 
 
 def _refusals(stream: Stream) -> int:

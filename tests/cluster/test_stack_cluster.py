@@ -4,18 +4,20 @@ two in sync before a write counts; ``stack status`` and ``stack node`` see and d
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import uuid
 
 import pytest
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaConsumer
 
 from messaging import Producer, ensure_topics
 from messaging.admin import admin
 from messaging.config import client_config
 from tagstream.stack import KafkaNode, _server_properties
 from tests.cluster.conftest import Cluster
+from tests.cluster.probe import ACKNOWLEDGED, probe_send
 from tests.worker.kafka_tools import wait_until
 
 TAGSTREAM = [sys.executable, "-m", "tagstream"]
@@ -84,12 +86,13 @@ def test_acks_all_writes_need_two_nodes_in_sync(cluster: Cluster) -> None:
         leader = client.describe([topic])[0].leader
     others = [n for n in cluster.node_ids if n != leader]
     cluster.local.stop_node(others[0])
-    _send(cluster, topic, b"one node down", timeout_s=60)
+    bootstrap = cluster.state.kafka_bootstrap
+    assert probe_send(bootstrap, topic, b"one node down", timeout_s=60) == ACKNOWLEDGED
     cluster.local.stop_node(others[1])
-    with pytest.raises(Exception, match=r"NotEnoughReplicas|KafkaTimeout"):
-        _send(cluster, topic, b"two nodes down", timeout_s=15)
+    refused = probe_send(bootstrap, topic, b"two nodes down", timeout_s=15)
+    assert re.match(r"(NotEnoughReplicas|KafkaTimeout)", refused), refused
     cluster.local.start_node(others[0])
-    _send(cluster, topic, b"back to two", timeout_s=60)
+    assert probe_send(bootstrap, topic, b"back to two", timeout_s=60) == ACKNOWLEDGED
 
 
 @pytest.mark.integration
@@ -130,21 +133,6 @@ def test_status_names_nodes_leader_and_under_replicated_partitions(cluster: Clus
     again = cli("up", "--brokers", "3")
     assert "already running" in again.stdout
     assert f"KAFKA_BOOTSTRAP={cluster.state.kafka_bootstrap}" in again.stdout
-
-
-def _send(cluster: Cluster, topic: str, value: bytes, timeout_s: float) -> None:
-    producer = KafkaProducer(
-        **client_config(cluster.kafka),
-        acks="all",
-        enable_idempotence=True,
-        delivery_timeout_ms=int(timeout_s * 1000),
-        request_timeout_ms=int(timeout_s * 1000) - 1000,
-        max_block_ms=int(timeout_s * 1000),
-    )
-    try:
-        producer.send(topic, value=value).get(timeout=timeout_s + 5)
-    finally:
-        producer.close(timeout=5)
 
 
 def _commit_a_group_offset(cluster: Cluster, topic: str) -> None:

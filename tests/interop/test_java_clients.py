@@ -19,6 +19,7 @@ from kafka import KafkaProducer
 
 from common.settings import KafkaSettings
 from messaging import client_config
+from messaging.producer import close_kafka_producer
 from model.toy import synthetic_articles
 from schemas import Article
 from tests.interop.java_tools import console_consume, console_produce, describe_group
@@ -54,7 +55,7 @@ def python_produce(
             producer.send(topic, key=key.encode(), value=value.encode())
         producer.flush(timeout=30)
     finally:
-        producer.close(timeout=5)
+        close_kafka_producer(producer, 5)
 
 
 @pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])

@@ -32,6 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from common.settings import KafkaSettings
 from corpus.jsonl import write_jsonl
 from messaging import client_config
+from messaging.producer import close_kafka_producer
 from model.toy import synthetic_articles
 from tagstream.stack import LocalStack, StackSettings, StackState
 from tests.worker.harness import LABELS, articles
@@ -337,7 +338,7 @@ class Feeder:
                 self.sent += 1
             producer.flush(timeout=180)
         finally:
-            producer.close(timeout=10)
+            close_kafka_producer(producer, 10)
 
     def join(self, timeout_s: float = 300.0) -> int:
         """Wait until every value sent is acknowledged; returns how many were sent."""

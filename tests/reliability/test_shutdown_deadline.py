@@ -24,9 +24,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from kafka import KafkaProducer
 
 from common.settings import KafkaSettings
-from messaging import ensure_topics
+from messaging import client_config, ensure_topics
+from messaging.producer import close_kafka_producer
 from tagstream.stack import LocalStack, StackState
 from tests.reliability.support import describe, private_stack, read_topic, record, tally
 from tests.worker.harness import FAST, articles, expected_ids
@@ -169,3 +171,34 @@ def _exit_time(worker: WorkerProcess, patience_s: float) -> float | None:
 
 def _predicted(worker: WorkerProcess) -> int:
     return sum(line["articles"] for line in worker.events("batch"))
+
+
+def test_a_producer_closes_within_its_timeout_while_the_broker_holds_its_records(
+    frozen_stack: tuple[LocalStack, StackState],
+) -> None:
+    """kafka-python's own ``close(timeout)`` raises from its flush here and leaves the sender
+    running (and its ``__del__`` raises again later, where nobody can catch it).
+
+    Last in the module: the thawed broker is slow to answer again, and nothing follows. The
+    producer's requests wait longer than the freeze, so it makes no failed connection
+    attempt (whose sockets kafka-python would leak into this process)."""
+    _, state = frozen_stack
+    kafka = KafkaSettings(bootstrap=state.kafka_bootstrap)
+    ensure_topics(kafka, {"close-while-frozen": 1})
+    producer = KafkaProducer(
+        **client_config(kafka), acks="all", linger_ms=0, request_timeout_ms=120_000
+    )
+    try:
+        producer.send("close-while-frozen", value=b"answered").get(timeout=60)
+        with _frozen(state.kafka_pid):
+            held = producer.send("close-while-frozen", value=b"held")
+            started = time.monotonic()
+            close_kafka_producer(producer, 1.0)
+            took_s = time.monotonic() - started
+    finally:
+        close_kafka_producer(producer, 1.0)
+    assert took_s < 5.0
+    assert producer._closed
+    assert not producer._sender.is_alive()
+    assert held.is_done
+    assert held.failed()

@@ -19,6 +19,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
 from common.settings import KafkaSettings
 from messaging import client_config
+from messaging.producer import close_kafka_producer
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,7 +40,7 @@ def produce(
             count += 1
         producer.flush(timeout=30)
     finally:
-        producer.close(timeout=5)
+        close_kafka_producer(producer, 5)
     return count
 
 
@@ -58,7 +59,7 @@ def produce_steadily(
                 pause.wait(ahead)
         producer.flush(timeout=30)
     finally:
-        producer.close(timeout=5)
+        close_kafka_producer(producer, 5)
 
 
 class TopicReader:
