@@ -194,8 +194,14 @@ class Delivery:
             raise StaleBatchError("a partition was revoked or rewound during the batch")
         committed: dict[TopicPartition, int] | None = None  # the outcome unknown
         try:
-            self._sink.commit_offsets(offsets, self._membership())
+            membership = self._membership()
+            self._sink.commit_offsets(offsets, membership)
             self._commit()
+            log.debug(
+                "transaction committed",
+                generation=membership.generation_id,
+                offsets={tp.partition: offset for tp, offset in sorted(offsets.items())},
+            )
             for out in outgoing:
                 self._tracker.ack(out.origin.tp, out.origin.epoch, out.origin.offset)
             committed = offsets

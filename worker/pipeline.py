@@ -101,6 +101,8 @@ class Pipeline:
         self.intake: Intake = queue.Queue()
         self.batches: Batches = queue.Queue(maxsize=settings.batch_queue)
         self._resume: dict[TopicPartition, int] = {}
+        self._unread: set[TopicPartition] = set()
+        """Assigned partitions not read from since (for the debug log of where reading starts)."""
         self._log_context: dict[str, object] = {}
         self._joining_since: float | None = time.monotonic()
         """When the worker last began waiting for an assignment (None: it has one)."""
@@ -266,6 +268,8 @@ class Pipeline:
             return
         now = datetime.now(UTC)
         chunk = []
+        if self._unread:
+            self._log_first_reads(records)
         for record in records:
             epoch = self.tracker.register(record.tp, record.offset)
             if epoch is not None:
@@ -275,6 +279,18 @@ class Pipeline:
             self.metrics.discarded.inc(len(records) - len(chunk))
         if chunk:
             self.intake.put(chunk)
+
+    def _log_first_reads(self, records: list[Record]) -> None:
+        """Where each newly assigned partition's reading starts (a debug line each)."""
+        for record in records:
+            if record.tp in self._unread:
+                self._unread.discard(record.tp)
+                log.debug(
+                    "first record read after assignment",
+                    partition=record.tp.partition,
+                    offset=record.offset,
+                    generation=self.source.membership().generation_id,
+                )
 
     def _backpressure(self) -> None:
         paused = self.source.paused()
@@ -452,7 +468,12 @@ class Pipeline:
         self._joining_since = None
         self.metrics.rebalances.labels("assigned").inc(len(partitions))
         self.tracker.assign(partitions)
+        self._unread = set(partitions)
         for tp in partitions & self._resume.keys():
             self.source.seek(tp, self._resume[tp])
         self._resume.clear()
-        log.info("partitions assigned", partitions=sorted(tp.partition for tp in partitions))
+        log.info(
+            "partitions assigned",
+            partitions=sorted(tp.partition for tp in partitions),
+            generation=self.source.membership().generation_id,
+        )

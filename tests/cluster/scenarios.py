@@ -189,6 +189,7 @@ class Stream:
             "model_path": str(self.toy_model),
             "processing_guarantee": self.guarantee,
             "transaction_timeout_s": str(TRANSACTION_DEADLINE_S),
+            "log_level": "DEBUG",  # each committed transaction and where each reading starts
         }
         env = self.env | {f"TAGSTREAM_WORKER_{k.upper()}": v for k, v in values.items()}
         if slot in self.relayed:
