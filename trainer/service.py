@@ -11,9 +11,8 @@ every cycle). Publish and promote carry the lock's fencing token, which the regi
 atomically, and the promote is a compare-and-set on the version the gate measured, so a
 manual rollback during the cycle stands. The consumer keeps polling while a cycle trains.
 
-The holdout and the seed come from the Reuters train split by a hash of the article id:
-hash bucket 0-9 is validation (``corpus.reuters``), 10-19 the holdout, 20-99 the seed pool.
-Feedback that repeats a validation or holdout article is left out of training.
+The seed, validation and holdout splits and the feedback a cycle trains on are
+:mod:`trainer.datasets`.
 """
 
 from __future__ import annotations
@@ -23,26 +22,23 @@ import time
 from collections.abc import Iterable
 from contextlib import ExitStack
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import redis
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from pydantic import ValidationError
 
-import corpus
 from common.health import HealthServer
 from common.logging import get_logger
 from common.settings import KafkaSettings, RedisSettings
-from corpus.jsonl import read_jsonl
-from corpus.reuters import hash_bucket
 from messaging import Consumer, Record, RetriableError, TopicPartition
 from model.artifact import Artifact
 from model.errors import AliasMovedError, FencedError, ModelError
 from model.registry import Fence, Registry
 from model.settings import RegistrySettings
 from schemas import LabelledArticle, SourceRef, decode_labelled_article
-from trainer.errors import LockLostError, TrainerError
+from trainer.datasets import Datasets, feedback, jsonl_datasets, reuters_datasets
+from trainer.errors import LockLostError
 from trainer.evaluate import evaluate_artifact
 from trainer.lock import TrainingLock, training_lock
 from trainer.profiles import profile
@@ -64,19 +60,6 @@ REJECTED = Counter(
     "Labelled records that failed validation (logged with their coordinates)",
 )
 SCORE = Gauge("tagstream_trainer_last_micro_f1", "Holdout micro-F1 of the last cycle", ["model"])
-
-HOLDOUT_BUCKETS = range(10, 20)
-SEED_BUCKETS = range(20, 100)
-
-
-@dataclass(frozen=True)
-class Datasets:
-    """What one training cycle reads."""
-
-    seed: list[LabelledArticle]
-    validation: list[LabelledArticle]
-    holdout: list[LabelledArticle]
-    labels: list[str]
 
 
 @dataclass(frozen=True)
@@ -115,43 +98,6 @@ def best_scores(scores: Iterable[tuple[float, float]]) -> tuple[float, float] | 
     if not measured:
         return None
     return max(micro for micro, _ in measured), max(macro for _, macro in measured)
-
-
-def reuters_datasets(seed_fraction: float = 1.0) -> Datasets:
-    """Seed, validation and holdout from Reuters-21578 as the module docstring lays out."""
-    data = corpus.load()
-    seed, holdout, _ = carve(data.train, seed_fraction)
-    return Datasets(seed, data.validation, holdout, data.labels)
-
-
-def jsonl_datasets(path: Path, seed_fraction: float = 1.0) -> Datasets:
-    """Seed, validation and holdout carved by id hash from one JSON-lines file of articles."""
-    articles = list(read_jsonl(path))
-    seed, holdout, validation = carve(articles, seed_fraction)
-    labels = sorted({label for article in articles for label in article.labels})
-    if not (seed and holdout and validation and labels):
-        raise TrainerError(
-            f"{path}: too few labelled articles to carve seed, validation and "
-            f"holdout ({len(articles)} read)"
-        )
-    return Datasets(seed, validation, holdout, labels)
-
-
-def carve(
-    articles: Iterable[LabelledArticle], seed_fraction: float
-) -> tuple[list[LabelledArticle], list[LabelledArticle], list[LabelledArticle]]:
-    """Split by id hash into (seed, holdout, validation) as the module docstring lays out."""
-    seed_limit = SEED_BUCKETS.start + round(seed_fraction * len(SEED_BUCKETS))
-    seed, holdout, validation = [], [], []
-    for article in articles:
-        bucket = hash_bucket(article.id.removeprefix("reuters-"))
-        if bucket in HOLDOUT_BUCKETS:
-            holdout.append(article)
-        elif bucket < HOLDOUT_BUCKETS.start:
-            validation.append(article)
-        elif bucket < seed_limit:
-            seed.append(article)
-    return seed, holdout, validation
 
 
 def holdout_scores(
@@ -295,11 +241,11 @@ class TrainerService:
         self, registry: Registry, lock: TrainingLock, started: float
     ) -> CycleResult:
         data = self.datasets
-        feedback = self._feedback(data)
-        options = RunOptions(feedback_documents=len(feedback))
+        examples = feedback(self.store.examples(), data)
+        options = RunOptions(feedback_documents=len(examples))
         settings = profile(self.settings.profile).with_overrides(**self.settings.profile_overrides)
         artifact, _ = train_model(
-            data.seed + feedback, data.validation, data.labels, settings, options
+            data.seed + examples, data.validation, data.labels, settings, options
         )
         candidate_f1, candidate_macro = holdout_scores(artifact, data.holdout, data.labels)
         baseline = self.production_baseline(registry, data)
@@ -323,22 +269,13 @@ class TrainerService:
             version,
             candidate_f1,
             production_f1,
-            len(data.seed) + len(feedback),
-            len(feedback),
+            len(data.seed) + len(examples),
+            len(examples),
             time.monotonic() - started,
             candidate_macro,
             None if production is None else production[1],
             moved,
         )
-
-    def _feedback(self, data: Datasets) -> list[LabelledArticle]:
-        excluded = {a.id for a in data.validation} | {a.id for a in data.holdout}
-        labels = set(data.labels)
-        return [
-            a.model_copy(update={"labels": [x for x in a.labels if x in labels]})
-            for a in self.store.examples()
-            if a.id not in excluded
-        ]
 
     def production_baseline(self, registry: Registry, data: Datasets) -> Baseline:
         """The alias's current version and the best holdout scores of it and the

@@ -18,8 +18,9 @@ from model.settings import RegistrySettings
 from model.toy import toy_artifact
 from schemas import LabelledArticle
 from trainer import service as service_module
+from trainer.datasets import Datasets
 from trainer.lock import TrainingLock
-from trainer.service import Datasets, TrainerService
+from trainer.service import TrainerService
 from trainer.settings import TrainerSettings
 
 LABELS = ["earn", "acq", "crude"]
