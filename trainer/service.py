@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import redis
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client import REGISTRY
 from pydantic import ValidationError
 
 from common.health import HealthServer
@@ -42,43 +42,12 @@ from trainer.errors import LockLostError
 from trainer.evaluate import evaluate_artifact
 from trainer.lock import TrainingLock, training_lock
 from trainer.profiles import profile
+from trainer.service_metrics import CYCLES, REJECTED, STORED, CycleResult, record_cycle
 from trainer.settings import TrainerSettings
 from trainer.store import ExampleStore, StoredRecord
 from trainer.train import RunOptions, train_model
 
 log = get_logger("trainer")
-
-CYCLES = Counter("tagstream_trainer_cycles_total", "Training cycles by outcome", ["outcome"])
-CYCLE_SECONDS = Histogram(
-    "tagstream_trainer_cycle_seconds",
-    "Duration of a training cycle",
-    buckets=(10, 30, 60, 120, 300, 600, 1200, 3600),
-)
-STORED = Counter("tagstream_trainer_examples_stored_total", "Labelled examples stored")
-REJECTED = Counter(
-    "tagstream_trainer_records_rejected_total",
-    "Labelled records that failed validation (logged with their coordinates)",
-)
-SCORE = Gauge("tagstream_trainer_last_micro_f1", "Holdout micro-F1 of the last cycle", ["model"])
-
-
-@dataclass(frozen=True)
-class CycleResult:
-    """How one cycle ended: one log line and the metrics are made from it."""
-
-    promoted: bool
-    reason: str
-    version: int | None
-    candidate_f1: float
-    production_f1: float | None
-    examples: int
-    feedback: int
-    seconds: float
-    candidate_macro_f1: float = 0.0
-    production_macro_f1: float | None = None
-    alias_moved: bool = False
-    """Published, but the alias moved during the cycle (a manual promote or rollback), so
-    the compare-and-set promote was refused and the operator's choice stands."""
 
 
 @dataclass(frozen=True)
@@ -450,33 +419,6 @@ class TrainerService:
             log.exception("cycle failed", retry_in_s=round(wait, 1), **fields)
         else:
             log.warning("cycle failed", retry_in_s=round(wait, 1), **fields)
-
-
-def record_cycle(result: CycleResult) -> None:
-    """The one log line and the metrics of a finished cycle."""
-    outcome = "promoted" if result.promoted else "rejected"
-    CYCLES.labels("alias_moved" if result.alias_moved else outcome).inc()
-    CYCLE_SECONDS.observe(result.seconds)
-    SCORE.labels("candidate").set(result.candidate_f1)
-    if result.production_f1 is not None:
-        SCORE.labels("production").set(result.production_f1)
-    log.info(
-        "cycle",
-        promoted=result.promoted,
-        reason=result.reason,
-        version=result.version,
-        candidate_micro_f1=round(result.candidate_f1, 4),
-        candidate_macro_f1=round(result.candidate_macro_f1, 4),
-        production_macro_f1=None
-        if result.production_macro_f1 is None
-        else round(result.production_macro_f1, 4),
-        production_micro_f1=None
-        if result.production_f1 is None
-        else round(result.production_f1, 4),
-        examples=result.examples,
-        feedback=result.feedback,
-        seconds=round(result.seconds, 1),
-    )
 
 
 def passes_gate(
