@@ -1,6 +1,6 @@
 """The retraining service: labelled articles in, gated model versions out.
 
-One thread owns the Kafka consumer: it polls ``articles.labelled``, stores each batch in the
+One thread owns the Kafka consumer (:mod:`trainer.ingest`): it polls ``articles.labelled``, stores each batch in the
 durable :class:`~trainer.store.ExampleStore` and only then commits the offsets, so a restart
 loses nothing and stores nothing twice. When a cycle is due (enough new examples, or the
 interval passed with at least one), a second thread trains under the Redis training lock on
@@ -26,25 +26,25 @@ from typing import Literal
 
 import redis
 from prometheus_client import REGISTRY
-from pydantic import ValidationError
 
 from common.health import HealthServer
 from common.logging import get_logger
 from common.settings import KafkaSettings, RedisSettings
-from messaging import Consumer, Record, RetriableError, TopicPartition
+from messaging import Consumer
 from model.artifact import Artifact
 from model.errors import AliasMovedError, FencedError, ModelError
 from model.registry import Fence, Registry
 from model.settings import RegistrySettings
-from schemas import LabelledArticle, SourceRef, decode_labelled_article
+from schemas import LabelledArticle
+from trainer import ingest
 from trainer.datasets import Datasets, feedback, jsonl_datasets, reuters_datasets
 from trainer.errors import LockLostError
 from trainer.evaluate import evaluate_artifact
 from trainer.lock import TrainingLock, training_lock
 from trainer.profiles import profile
-from trainer.service_metrics import CYCLES, REJECTED, STORED, CycleResult, record_cycle
+from trainer.service_metrics import CYCLES, CycleResult, record_cycle
 from trainer.settings import TrainerSettings
-from trainer.store import ExampleStore, StoredRecord
+from trainer.store import ExampleStore
 from trainer.train import RunOptions, train_model
 
 log = get_logger("trainer")
@@ -119,54 +119,15 @@ class TrainerService:
 
     def consumer(self) -> Consumer:
         """A consumer that starts each assigned partition where the store says."""
-        consumer = Consumer(self.kafka, group_id=self.settings.group_id, max_poll_records=500)
-        consumer.subscribe(self.settings.topic, _SeekToStore(consumer, self.store))
-        return consumer
+        return ingest.open_consumer(self.kafka, self.settings, self.store)
 
     def ingest(self, consumer: Consumer, timeout_ms: int = 500) -> int:
-        """Poll once, store the batch, then commit; returns how many examples were new.
+        """Poll once, store the batch, then commit; returns how many examples were new."""
+        return ingest.ingest_batch(consumer, self.store, self.settings.max_body_bytes, timeout_ms)
 
-        A poll that fails while the broker is away brought nothing (the consumer logs it once
-        per outage); a failed commit is left to the next batch (the store, not the group's
-        offsets, says where to resume).
-        """
-        records = consumer.poll(timeout_ms)
-        if not records:
-            return 0
-        stored = self.store.append(self._decoded(records))
-        STORED.inc(stored)
-        self._commit(consumer)
-        return stored
-
-    def _commit(self, consumer: Consumer) -> None:
-        assigned = consumer.assignment()
-        positions = {
-            TopicPartition(topic, partition): offset
-            for (topic, partition), offset in self.store.positions().items()
-        }
-        try:
-            consumer.commit({tp: offset for tp, offset in positions.items() if tp in assigned})
-        except RetriableError as exc:
-            log.warning("offset commit failed; the next batch commits", error=str(exc))
-
-    def _decoded(self, records: Iterable[Record]) -> Iterable[StoredRecord]:
-        for record in records:
-            source = SourceRef(topic=record.topic, partition=record.partition, offset=record.offset)
-            try:
-                article = decode_labelled_article(
-                    record.value or b"", max_body_bytes=self.settings.max_body_bytes
-                )
-            except ValidationError as exc:
-                REJECTED.inc()
-                log.warning(
-                    "labelled record rejected",
-                    topic=source.topic,
-                    partition=source.partition,
-                    offset=source.offset,
-                    reason=str(exc.errors()[0]["msg"]),
-                )
-                continue
-            yield StoredRecord(article, source)
+    def drain(self, consumer: Consumer, idle_polls: int = 3) -> int:
+        """Store everything available now: poll until ``idle_polls`` polls bring nothing."""
+        return ingest.drain(consumer, self.store, self.settings.max_body_bytes, idle_polls)
 
     # --- deciding and training -------------------------------------------------------------
 
@@ -371,15 +332,6 @@ class TrainerService:
         cycle = "a cycle is running" if self._cycling() else f"{self.new_examples()} new examples"
         return True, f"{partitions} partitions, {cycle}"
 
-    def drain(self, consumer: Consumer, idle_polls: int = 3) -> int:
-        """Store everything available now: poll until ``idle_polls`` polls bring nothing."""
-        total, idle = 0, 0
-        while idle < idle_polls:
-            stored = self.ingest(consumer, timeout_ms=1000)
-            total += stored
-            idle = idle + 1 if stored == 0 else 0
-        return total
-
     def _cycling(self) -> bool:
         return self._cycle is not None and self._cycle.is_alive()
 
@@ -446,27 +398,6 @@ def _reason(
     if len(baseline.versions) > 1:
         parts.append(f"production = best of versions {', '.join(map(str, baseline.versions))}")
     return "candidate " + ", ".join(parts)
-
-
-class _SeekToStore:
-    """On assignment, start each partition at the store's position (the source of truth)."""
-
-    def __init__(self, consumer: Consumer, store: ExampleStore) -> None:
-        self._consumer = consumer
-        self._store = store
-
-    def on_revoked(self, partitions: set[TopicPartition]) -> None:
-        """Nothing to do: every stored record's offset is already committed or in the store."""
-
-    def on_lost(self, partitions: set[TopicPartition]) -> None:
-        """Nothing to do: the store, not the group, says where to resume."""
-
-    def on_assigned(self, assigned: set[TopicPartition]) -> None:
-        positions = self._store.positions()
-        for partition in assigned:
-            offset = positions.get((partition.topic, partition.partition))
-            if offset is not None:
-                self._consumer.seek(partition, offset)
 
 
 def run_once(service: TrainerService) -> CycleResult:
