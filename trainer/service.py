@@ -1,27 +1,21 @@
 """The retraining service: labelled articles in, gated model versions out.
 
-One thread owns the Kafka consumer (:mod:`trainer.ingest`): it polls ``articles.labelled``, stores each batch in the
-durable :class:`~trainer.store.ExampleStore` and only then commits the offsets, so a restart
-loses nothing and stores nothing twice. When a cycle is due (enough new examples, or the
-interval passed with at least one), a second thread trains under the Redis training lock on
-the seed corpus plus the feedback, scores candidate and production on the same fixed holdout,
-and publishes and promotes the candidate only if it is not worse by more than the margin than
-the best of the alias's last ``gate_history`` versions (so quality cannot slide by the margin
-every cycle). Publish and promote carry the lock's fencing token, which the registry checks
-atomically, and the promote is a compare-and-set on the version the gate measured, so a
-manual rollback during the cycle stands. The consumer keeps polling while a cycle trains.
-
-The seed, validation and holdout splits and the feedback a cycle trains on are
-:mod:`trainer.datasets`.
+:class:`TrainerService` wires the stages and runs the cycle loop. One thread owns the Kafka
+consumer and keeps polling (:mod:`trainer.ingest`: poll -> store -> commit) while a cycle
+trains. When a cycle is due (enough new examples, or the interval passed with at least one),
+a second thread runs it under the Redis training lock: train on the seed corpus plus the
+feedback (:mod:`trainer.datasets`), decide on the holdout (:mod:`trainer.gate`), and, if the
+candidate passes and the lock is still held, publish and promote it with the lock's fencing
+token, the promote a compare-and-set on the version the gate measured. Every cycle ends in
+one log line and the metrics (:mod:`trainer.service_metrics`); a failed cycle is retried
+after doubling waits.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable
 from contextlib import ExitStack
-from dataclasses import dataclass
 from typing import Literal
 
 import redis
@@ -32,14 +26,13 @@ from common.logging import get_logger
 from common.settings import KafkaSettings, RedisSettings
 from messaging import Consumer
 from model.artifact import Artifact
-from model.errors import AliasMovedError, FencedError, ModelError
+from model.errors import AliasMovedError, FencedError
 from model.registry import Fence, Registry
 from model.settings import RegistrySettings
-from schemas import LabelledArticle
 from trainer import ingest
 from trainer.datasets import Datasets, feedback, jsonl_datasets, reuters_datasets
 from trainer.errors import LockLostError
-from trainer.evaluate import evaluate_artifact
+from trainer.gate import Baseline, Gate
 from trainer.lock import TrainingLock, training_lock
 from trainer.profiles import profile
 from trainer.service_metrics import CYCLES, CycleResult, record_cycle
@@ -48,34 +41,6 @@ from trainer.store import ExampleStore
 from trainer.train import RunOptions, train_model
 
 log = get_logger("trainer")
-
-
-@dataclass(frozen=True)
-class Baseline:
-    """What the gate compares a candidate with."""
-
-    current: int | None
-    """The version the alias held when measured: the promote's compare-and-set expects it."""
-    scores: tuple[float, float] | None
-    """Best micro-F1 and best macro-F1 over ``versions`` on the holdout (None: no model)."""
-    versions: tuple[int, ...] = ()
-
-
-def best_scores(scores: Iterable[tuple[float, float]]) -> tuple[float, float] | None:
-    """The best micro-F1 and the best macro-F1 among ``scores`` (None when empty)."""
-    measured = list(scores)
-    if not measured:
-        return None
-    return max(micro for micro, _ in measured), max(macro for _, macro in measured)
-
-
-def holdout_scores(
-    artifact: Artifact, articles: list[LabelledArticle], labels: list[str]
-) -> tuple[float, float]:
-    """(micro-F1, macro-F1) of the artifact's decisions on ``articles``, computed by
-    :func:`trainer.evaluate.evaluate_artifact` (gold labels outside ``labels`` dropped)."""
-    measured = evaluate_artifact(artifact, articles, labels)
-    return measured["micro_f1"], measured["macro_f1"]
 
 
 class TrainerService:
@@ -105,7 +70,7 @@ class TrainerService:
         self._stopping = threading.Event()
         """Set by :meth:`run` when the service stops: ends a canary stage early."""
         self._canary_cut_short = False
-        self._holdout_scores: dict[str, tuple[float, float]] = {}
+        self.gate = Gate(settings)
         self.results: list[CycleResult] = []
 
     @property
@@ -177,20 +142,16 @@ class TrainerService:
         artifact, _ = train_model(
             data.seed + examples, data.validation, data.labels, settings, options
         )
-        candidate_f1, candidate_macro = holdout_scores(artifact, data.holdout, data.labels)
-        baseline = self.production_baseline(registry, data)
-        production = baseline.scores
-        margin = self.settings.promotion_margin
-        promote = passes_gate((candidate_f1, candidate_macro), production, margin)
-        production_f1 = None if production is None else production[0]
-        version = None
-        reason = _reason(promote, (candidate_f1, candidate_macro), baseline, margin)
-        moved = False
+        verdict = self.gate.judge(artifact, registry, data)
+        (candidate_f1, candidate_macro), production = verdict.candidate, verdict.baseline.scores
+        promote, reason, version, moved = verdict.promote, verdict.reason, None, False
         if promote:
             if not lock.still_held():
                 raise LockLostError("the training lock expired during the cycle; not publishing")
             fence = lock.fence()
-            version, moved_reason = self.publish(registry, artifact, candidate_f1, fence, baseline)
+            version, moved_reason = self.publish(
+                registry, artifact, candidate_f1, fence, verdict.baseline
+            )
             if moved_reason is not None:
                 promote, moved, reason = False, not self._canary_cut_short, moved_reason
         return CycleResult(
@@ -198,7 +159,7 @@ class TrainerService:
             reason,
             version,
             candidate_f1,
-            production_f1,
+            None if production is None else production[0],
             len(data.seed) + len(examples),
             len(examples),
             time.monotonic() - started,
@@ -208,30 +169,8 @@ class TrainerService:
         )
 
     def production_baseline(self, registry: Registry, data: Datasets) -> Baseline:
-        """The alias's current version and the best holdout scores of it and the
-        ``gate_history - 1`` versions it held before (those retention has deleted, or that no
-        longer load, are left out with a warning; the current one must load)."""
-        alias = self.settings.alias
-        current = registry.aliases().get(alias)
-        if current is None:
-            return Baseline(None, None)
-        earlier = list(dict.fromkeys(v for v in registry.history(alias) if v != current))
-        measured = {current: self._scores_of(registry, current, data)}
-        for version in earlier[: self.settings.gate_history - 1]:
-            try:
-                measured[version] = self._scores_of(registry, version, data)
-            except ModelError as exc:
-                log.warning("gate leaves out an earlier version", version=version, error=str(exc))
-        return Baseline(current, best_scores(measured.values()), tuple(measured))
-
-    def _scores_of(self, registry: Registry, version: int, data: Datasets) -> tuple[float, float]:
-        """Holdout (micro, macro) of a published version, measured once per artifact."""
-        manifest = registry.manifest(version)
-        digest = manifest.artifact_sha256 or ""
-        if digest not in self._holdout_scores:
-            artifact = Artifact.from_bytes(registry.fetch(version), digest)
-            self._holdout_scores[digest] = holdout_scores(artifact, data.holdout, data.labels)
-        return self._holdout_scores[digest]
+        """What the gate compares a candidate with: see :meth:`trainer.gate.Gate.baseline`."""
+        return self.gate.baseline(registry, data)
 
     def publish(
         self,
@@ -371,33 +310,6 @@ class TrainerService:
             log.exception("cycle failed", retry_in_s=round(wait, 1), **fields)
         else:
             log.warning("cycle failed", retry_in_s=round(wait, 1), **fields)
-
-
-def passes_gate(
-    candidate: tuple[float, float], production: tuple[float, float] | None, margin: float
-) -> bool:
-    """Promote when there is no production model, or when the candidate's holdout micro-F1
-    *and* macro-F1 are each no worse than production's by more than ``margin``."""
-    if production is None:
-        return True
-    return all(mine >= theirs - margin for mine, theirs in zip(candidate, production, strict=True))
-
-
-def _reason(
-    promote: bool, candidate: tuple[float, float], baseline: Baseline, margin: float
-) -> str:
-    """Why the gate decided: micro- and macro-F1 must both be within ``margin`` of the best of
-    the versions measured."""
-    production = baseline.scores
-    if production is None:
-        return "no production model yet"
-    parts = []
-    for name, mine, theirs in zip(("micro", "macro"), candidate, production, strict=True):
-        relation = ">=" if mine >= theirs - margin else "<"
-        parts.append(f"{name} {mine:.4f} {relation} production {theirs:.4f} - margin {margin}")
-    if len(baseline.versions) > 1:
-        parts.append(f"production = best of versions {', '.join(map(str, baseline.versions))}")
-    return "candidate " + ", ".join(parts)
 
 
 def run_once(service: TrainerService) -> CycleResult:
