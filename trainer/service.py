@@ -6,9 +6,8 @@ trains. When a cycle is due (enough new examples, or the interval passed with at
 a second thread runs it under the Redis training lock: train on the seed corpus plus the
 feedback (:mod:`trainer.datasets`), decide on the holdout (:mod:`trainer.gate`), and, if the
 candidate passes and the lock is still held, publish and promote it with the lock's fencing
-token, the promote a compare-and-set on the version the gate measured. Every cycle ends in
-one log line and the metrics (:mod:`trainer.service_metrics`); a failed cycle is retried
-after doubling waits.
+token (:mod:`trainer.publish`). Every cycle ends in one log line and the metrics
+(:mod:`trainer.service_metrics`); a failed cycle is retried after doubling waits.
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ from __future__ import annotations
 import threading
 import time
 from contextlib import ExitStack
-from typing import Literal
 
 import redis
 from prometheus_client import REGISTRY
@@ -26,10 +24,9 @@ from common.logging import get_logger
 from common.settings import KafkaSettings, RedisSettings
 from messaging import Consumer
 from model.artifact import Artifact
-from model.errors import AliasMovedError, FencedError
 from model.registry import Fence, Registry
 from model.settings import RegistrySettings
-from trainer import ingest
+from trainer import ingest, publish
 from trainer.datasets import Datasets, feedback, jsonl_datasets, reuters_datasets
 from trainer.errors import LockLostError
 from trainer.gate import Baseline, Gate
@@ -180,47 +177,24 @@ class TrainerService:
         fence: Fence,
         baseline: Baseline,
     ) -> tuple[int, str | None]:
-        """Publish and promote under ``fence``, the promote expecting ``baseline.current``.
+        """Publish and promote under ``fence``, the promote expecting ``baseline.current``
+        (see :mod:`trainer.publish`); a canary stage ends early when the service stops.
 
-        Returns the version and, when the alias moved meanwhile, why it was not promoted. A
-        stale fence (the lock expired and another trainer took it) is a :class:`LockLostError`.
+        Returns the version and, when it was not promoted, why. A stale fence (the lock
+        expired and another trainer took it) is a :class:`LockLostError`.
         """
-        manifest = artifact.manifest.model_copy(
-            update={"metrics": {**artifact.manifest.metrics, "holdout_micro_f1": holdout_f1}}
+        published = publish.publish_and_promote(
+            registry,
+            artifact,
+            holdout_f1,
+            fence,
+            baseline.current,
+            settings=self.settings,
+            stopping=self._stopping,
         )
-        expected: int | Literal["unset"] = "unset" if baseline.current is None else baseline.current
-        try:
-            version = registry.publish(artifact.to_bytes(), manifest, fence=fence)
-            if not self._canary_stage(registry, version, fence):
-                return version, (
-                    f"published version {version} not promoted: the service stopped during "
-                    "its canary stage (it stays the canary)"
-                )
-            registry.promote(version, self.settings.alias, fence=fence, expected_current=expected)
-        except FencedError as exc:
-            raise LockLostError(f"fenced off by the registry: {exc}") from exc
-        except AliasMovedError as exc:
-            log.warning("promotion refused: the alias moved during the cycle", error=str(exc))
-            return version, (
-                f"published version {version} not promoted: {self.settings.alias} moved "
-                f"during the cycle ({exc})"
-            )
-        return version, None
-
-    def _canary_stage(self, registry: Registry, version: int, fence: Fence) -> bool:
-        """Serve ``version`` as the canary for ``canary_s`` before it goes to production
-        (workers shadow-score it meanwhile). False when the service stopped during the wait:
-        a canary stage cut short promotes nothing."""
-        if self.settings.canary_s <= 0 or self.settings.alias != "production":
-            return True
-        registry.promote(version, "canary", fence=fence)
-        log.info("Canary stage started.", version=version, seconds=self.settings.canary_s)
-        if self._stopping.wait(self.settings.canary_s):
-            log.info("Canary stage cut short: the service is stopping.", version=version)
+        if published.canary_cut_short:
             self._canary_cut_short = True
-            return False
-        log.info("Canary stage over.", version=version)
-        return True
+        return published.version, published.not_promoted
 
     # --- running ---------------------------------------------------------------------------
 
