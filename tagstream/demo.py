@@ -60,8 +60,8 @@ from tagstream import feed, prometheus
 from tagstream.stack import LocalStack, StackSettings, StackState
 from tagstream.supervisor import Supervisor, sigterm_raises
 from tagstream.tally import Snapshot, Tally, micro_f1_by_version
+from trainer.datasets import Datasets, reuters_datasets
 from trainer.profiles import profile
-from trainer.service import Datasets, reuters_datasets
 from trainer.train import RunOptions, train_model
 
 SEED_FRACTION = 0.5

@@ -1,166 +1,43 @@
 """The retraining service: labelled articles in, gated model versions out.
 
-One thread owns the Kafka consumer: it polls ``articles.labelled``, stores each batch in the
-durable :class:`~trainer.store.ExampleStore` and only then commits the offsets, so a restart
-loses nothing and stores nothing twice. When a cycle is due (enough new examples, or the
-interval passed with at least one), a second thread trains under the Redis training lock on
-the seed corpus plus the feedback, scores candidate and production on the same fixed holdout,
-and publishes and promotes the candidate only if it is not worse by more than the margin than
-the best of the alias's last ``gate_history`` versions (so quality cannot slide by the margin
-every cycle). Publish and promote carry the lock's fencing token, which the registry checks
-atomically, and the promote is a compare-and-set on the version the gate measured, so a
-manual rollback during the cycle stands. The consumer keeps polling while a cycle trains.
-
-The holdout and the seed come from the Reuters train split by a hash of the article id:
-hash bucket 0-9 is validation (``corpus.reuters``), 10-19 the holdout, 20-99 the seed pool.
-Feedback that repeats a validation or holdout article is left out of training.
+:class:`TrainerService` wires the stages and runs the cycle loop. One thread owns the Kafka
+consumer and keeps polling (:mod:`trainer.ingest`: poll -> store -> commit) while a cycle
+trains. When a cycle is due (enough new examples, or the interval passed with at least one),
+a second thread runs it under the Redis training lock: train on the seed corpus plus the
+feedback (:mod:`trainer.datasets`), decide on the holdout (:mod:`trainer.gate`), and, if the
+candidate passes and the lock is still held, publish and promote it with the lock's fencing
+token (:mod:`trainer.publish`). Every cycle ends in one log line and the metrics
+(:mod:`trainer.service_metrics`); a failed cycle is retried after doubling waits.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable
 from contextlib import ExitStack
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Literal
 
 import redis
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram
-from pydantic import ValidationError
+from prometheus_client import REGISTRY
 
-import corpus
 from common.health import HealthServer
 from common.logging import get_logger
 from common.settings import KafkaSettings, RedisSettings
-from corpus.jsonl import read_jsonl
-from corpus.reuters import hash_bucket
-from messaging import Consumer, Record, RetriableError, TopicPartition
+from messaging import Consumer
 from model.artifact import Artifact
-from model.errors import AliasMovedError, FencedError, ModelError
 from model.registry import Fence, Registry
 from model.settings import RegistrySettings
-from schemas import LabelledArticle, SourceRef, decode_labelled_article
-from trainer.errors import LockLostError, TrainerError
-from trainer.evaluate import evaluate_artifact
+from trainer import ingest, publish
+from trainer.datasets import Datasets, feedback, jsonl_datasets, reuters_datasets
+from trainer.errors import LockLostError
+from trainer.gate import Baseline, Gate
 from trainer.lock import TrainingLock, training_lock
 from trainer.profiles import profile
+from trainer.service_metrics import CYCLES, CycleResult, record_cycle
 from trainer.settings import TrainerSettings
-from trainer.store import ExampleStore, StoredRecord
+from trainer.store import ExampleStore
 from trainer.train import RunOptions, train_model
 
 log = get_logger("trainer")
-
-CYCLES = Counter("tagstream_trainer_cycles_total", "Training cycles by outcome", ["outcome"])
-CYCLE_SECONDS = Histogram(
-    "tagstream_trainer_cycle_seconds",
-    "Duration of a training cycle",
-    buckets=(10, 30, 60, 120, 300, 600, 1200, 3600),
-)
-STORED = Counter("tagstream_trainer_examples_stored_total", "Labelled examples stored")
-REJECTED = Counter(
-    "tagstream_trainer_records_rejected_total",
-    "Labelled records that failed validation (logged with their coordinates)",
-)
-SCORE = Gauge("tagstream_trainer_last_micro_f1", "Holdout micro-F1 of the last cycle", ["model"])
-
-HOLDOUT_BUCKETS = range(10, 20)
-SEED_BUCKETS = range(20, 100)
-
-
-@dataclass(frozen=True)
-class Datasets:
-    """What one training cycle reads."""
-
-    seed: list[LabelledArticle]
-    validation: list[LabelledArticle]
-    holdout: list[LabelledArticle]
-    labels: list[str]
-
-
-@dataclass(frozen=True)
-class CycleResult:
-    """How one cycle ended: one log line and the metrics are made from it."""
-
-    promoted: bool
-    reason: str
-    version: int | None
-    candidate_f1: float
-    production_f1: float | None
-    examples: int
-    feedback: int
-    seconds: float
-    candidate_macro_f1: float = 0.0
-    production_macro_f1: float | None = None
-    alias_moved: bool = False
-    """Published, but the alias moved during the cycle (a manual promote or rollback), so
-    the compare-and-set promote was refused and the operator's choice stands."""
-
-
-@dataclass(frozen=True)
-class Baseline:
-    """What the gate compares a candidate with."""
-
-    current: int | None
-    """The version the alias held when measured: the promote's compare-and-set expects it."""
-    scores: tuple[float, float] | None
-    """Best micro-F1 and best macro-F1 over ``versions`` on the holdout (None: no model)."""
-    versions: tuple[int, ...] = ()
-
-
-def best_scores(scores: Iterable[tuple[float, float]]) -> tuple[float, float] | None:
-    """The best micro-F1 and the best macro-F1 among ``scores`` (None when empty)."""
-    measured = list(scores)
-    if not measured:
-        return None
-    return max(micro for micro, _ in measured), max(macro for _, macro in measured)
-
-
-def reuters_datasets(seed_fraction: float = 1.0) -> Datasets:
-    """Seed, validation and holdout from Reuters-21578 as the module docstring lays out."""
-    data = corpus.load()
-    seed, holdout, _ = carve(data.train, seed_fraction)
-    return Datasets(seed, data.validation, holdout, data.labels)
-
-
-def jsonl_datasets(path: Path, seed_fraction: float = 1.0) -> Datasets:
-    """Seed, validation and holdout carved by id hash from one JSON-lines file of articles."""
-    articles = list(read_jsonl(path))
-    seed, holdout, validation = carve(articles, seed_fraction)
-    labels = sorted({label for article in articles for label in article.labels})
-    if not (seed and holdout and validation and labels):
-        raise TrainerError(
-            f"{path}: too few labelled articles to carve seed, validation and "
-            f"holdout ({len(articles)} read)"
-        )
-    return Datasets(seed, validation, holdout, labels)
-
-
-def carve(
-    articles: Iterable[LabelledArticle], seed_fraction: float
-) -> tuple[list[LabelledArticle], list[LabelledArticle], list[LabelledArticle]]:
-    """Split by id hash into (seed, holdout, validation) as the module docstring lays out."""
-    seed_limit = SEED_BUCKETS.start + round(seed_fraction * len(SEED_BUCKETS))
-    seed, holdout, validation = [], [], []
-    for article in articles:
-        bucket = hash_bucket(article.id.removeprefix("reuters-"))
-        if bucket in HOLDOUT_BUCKETS:
-            holdout.append(article)
-        elif bucket < HOLDOUT_BUCKETS.start:
-            validation.append(article)
-        elif bucket < seed_limit:
-            seed.append(article)
-    return seed, holdout, validation
-
-
-def holdout_scores(
-    artifact: Artifact, articles: list[LabelledArticle], labels: list[str]
-) -> tuple[float, float]:
-    """(micro-F1, macro-F1) of the artifact's decisions on ``articles``, computed by
-    :func:`trainer.evaluate.evaluate_artifact` (gold labels outside ``labels`` dropped)."""
-    measured = evaluate_artifact(artifact, articles, labels)
-    return measured["micro_f1"], measured["macro_f1"]
 
 
 class TrainerService:
@@ -190,7 +67,7 @@ class TrainerService:
         self._stopping = threading.Event()
         """Set by :meth:`run` when the service stops: ends a canary stage early."""
         self._canary_cut_short = False
-        self._holdout_scores: dict[str, tuple[float, float]] = {}
+        self.gate = Gate(settings)
         self.results: list[CycleResult] = []
 
     @property
@@ -204,54 +81,15 @@ class TrainerService:
 
     def consumer(self) -> Consumer:
         """A consumer that starts each assigned partition where the store says."""
-        consumer = Consumer(self.kafka, group_id=self.settings.group_id, max_poll_records=500)
-        consumer.subscribe(self.settings.topic, _SeekToStore(consumer, self.store))
-        return consumer
+        return ingest.open_consumer(self.kafka, self.settings, self.store)
 
     def ingest(self, consumer: Consumer, timeout_ms: int = 500) -> int:
-        """Poll once, store the batch, then commit; returns how many examples were new.
+        """Poll once, store the batch, then commit; returns how many examples were new."""
+        return ingest.ingest_batch(consumer, self.store, self.settings.max_body_bytes, timeout_ms)
 
-        A poll that fails while the broker is away brought nothing (the consumer logs it once
-        per outage); a failed commit is left to the next batch (the store, not the group's
-        offsets, says where to resume).
-        """
-        records = consumer.poll(timeout_ms)
-        if not records:
-            return 0
-        stored = self.store.append(self._decoded(records))
-        STORED.inc(stored)
-        self._commit(consumer)
-        return stored
-
-    def _commit(self, consumer: Consumer) -> None:
-        assigned = consumer.assignment()
-        positions = {
-            TopicPartition(topic, partition): offset
-            for (topic, partition), offset in self.store.positions().items()
-        }
-        try:
-            consumer.commit({tp: offset for tp, offset in positions.items() if tp in assigned})
-        except RetriableError as exc:
-            log.warning("offset commit failed; the next batch commits", error=str(exc))
-
-    def _decoded(self, records: Iterable[Record]) -> Iterable[StoredRecord]:
-        for record in records:
-            source = SourceRef(topic=record.topic, partition=record.partition, offset=record.offset)
-            try:
-                article = decode_labelled_article(
-                    record.value or b"", max_body_bytes=self.settings.max_body_bytes
-                )
-            except ValidationError as exc:
-                REJECTED.inc()
-                log.warning(
-                    "labelled record rejected",
-                    topic=source.topic,
-                    partition=source.partition,
-                    offset=source.offset,
-                    reason=str(exc.errors()[0]["msg"]),
-                )
-                continue
-            yield StoredRecord(article, source)
+    def drain(self, consumer: Consumer, idle_polls: int = 3) -> int:
+        """Store everything available now: poll until ``idle_polls`` polls bring nothing."""
+        return ingest.drain(consumer, self.store, self.settings.max_body_bytes, idle_polls)
 
     # --- deciding and training -------------------------------------------------------------
 
@@ -295,26 +133,22 @@ class TrainerService:
         self, registry: Registry, lock: TrainingLock, started: float
     ) -> CycleResult:
         data = self.datasets
-        feedback = self._feedback(data)
-        options = RunOptions(feedback_documents=len(feedback))
+        examples = feedback(self.store.examples(), data)
+        options = RunOptions(feedback_documents=len(examples))
         settings = profile(self.settings.profile).with_overrides(**self.settings.profile_overrides)
         artifact, _ = train_model(
-            data.seed + feedback, data.validation, data.labels, settings, options
+            data.seed + examples, data.validation, data.labels, settings, options
         )
-        candidate_f1, candidate_macro = holdout_scores(artifact, data.holdout, data.labels)
-        baseline = self.production_baseline(registry, data)
-        production = baseline.scores
-        margin = self.settings.promotion_margin
-        promote = passes_gate((candidate_f1, candidate_macro), production, margin)
-        production_f1 = None if production is None else production[0]
-        version = None
-        reason = _reason(promote, (candidate_f1, candidate_macro), baseline, margin)
-        moved = False
+        verdict = self.gate.judge(artifact, registry, data)
+        (candidate_f1, candidate_macro), production = verdict.candidate, verdict.baseline.scores
+        promote, reason, version, moved = verdict.promote, verdict.reason, None, False
         if promote:
             if not lock.still_held():
                 raise LockLostError("the training lock expired during the cycle; not publishing")
             fence = lock.fence()
-            version, moved_reason = self.publish(registry, artifact, candidate_f1, fence, baseline)
+            version, moved_reason = self.publish(
+                registry, artifact, candidate_f1, fence, verdict.baseline
+            )
             if moved_reason is not None:
                 promote, moved, reason = False, not self._canary_cut_short, moved_reason
         return CycleResult(
@@ -322,49 +156,18 @@ class TrainerService:
             reason,
             version,
             candidate_f1,
-            production_f1,
-            len(data.seed) + len(feedback),
-            len(feedback),
+            None if production is None else production[0],
+            len(data.seed) + len(examples),
+            len(examples),
             time.monotonic() - started,
             candidate_macro,
             None if production is None else production[1],
             moved,
         )
 
-    def _feedback(self, data: Datasets) -> list[LabelledArticle]:
-        excluded = {a.id for a in data.validation} | {a.id for a in data.holdout}
-        labels = set(data.labels)
-        return [
-            a.model_copy(update={"labels": [x for x in a.labels if x in labels]})
-            for a in self.store.examples()
-            if a.id not in excluded
-        ]
-
     def production_baseline(self, registry: Registry, data: Datasets) -> Baseline:
-        """The alias's current version and the best holdout scores of it and the
-        ``gate_history - 1`` versions it held before (those retention has deleted, or that no
-        longer load, are left out with a warning; the current one must load)."""
-        alias = self.settings.alias
-        current = registry.aliases().get(alias)
-        if current is None:
-            return Baseline(None, None)
-        earlier = list(dict.fromkeys(v for v in registry.history(alias) if v != current))
-        measured = {current: self._scores_of(registry, current, data)}
-        for version in earlier[: self.settings.gate_history - 1]:
-            try:
-                measured[version] = self._scores_of(registry, version, data)
-            except ModelError as exc:
-                log.warning("gate leaves out an earlier version", version=version, error=str(exc))
-        return Baseline(current, best_scores(measured.values()), tuple(measured))
-
-    def _scores_of(self, registry: Registry, version: int, data: Datasets) -> tuple[float, float]:
-        """Holdout (micro, macro) of a published version, measured once per artifact."""
-        manifest = registry.manifest(version)
-        digest = manifest.artifact_sha256 or ""
-        if digest not in self._holdout_scores:
-            artifact = Artifact.from_bytes(registry.fetch(version), digest)
-            self._holdout_scores[digest] = holdout_scores(artifact, data.holdout, data.labels)
-        return self._holdout_scores[digest]
+        """What the gate compares a candidate with: see :meth:`trainer.gate.Gate.baseline`."""
+        return self.gate.baseline(registry, data)
 
     def publish(
         self,
@@ -374,47 +177,24 @@ class TrainerService:
         fence: Fence,
         baseline: Baseline,
     ) -> tuple[int, str | None]:
-        """Publish and promote under ``fence``, the promote expecting ``baseline.current``.
+        """Publish and promote under ``fence``, the promote expecting ``baseline.current``
+        (see :mod:`trainer.publish`); a canary stage ends early when the service stops.
 
-        Returns the version and, when the alias moved meanwhile, why it was not promoted. A
-        stale fence (the lock expired and another trainer took it) is a :class:`LockLostError`.
+        Returns the version and, when it was not promoted, why. A stale fence (the lock
+        expired and another trainer took it) is a :class:`LockLostError`.
         """
-        manifest = artifact.manifest.model_copy(
-            update={"metrics": {**artifact.manifest.metrics, "holdout_micro_f1": holdout_f1}}
+        published = publish.publish_and_promote(
+            registry,
+            artifact,
+            holdout_f1,
+            fence,
+            baseline.current,
+            settings=self.settings,
+            stopping=self._stopping,
         )
-        expected: int | Literal["unset"] = "unset" if baseline.current is None else baseline.current
-        try:
-            version = registry.publish(artifact.to_bytes(), manifest, fence=fence)
-            if not self._canary_stage(registry, version, fence):
-                return version, (
-                    f"published version {version} not promoted: the service stopped during "
-                    "its canary stage (it stays the canary)"
-                )
-            registry.promote(version, self.settings.alias, fence=fence, expected_current=expected)
-        except FencedError as exc:
-            raise LockLostError(f"fenced off by the registry: {exc}") from exc
-        except AliasMovedError as exc:
-            log.warning("promotion refused: the alias moved during the cycle", error=str(exc))
-            return version, (
-                f"published version {version} not promoted: {self.settings.alias} moved "
-                f"during the cycle ({exc})"
-            )
-        return version, None
-
-    def _canary_stage(self, registry: Registry, version: int, fence: Fence) -> bool:
-        """Serve ``version`` as the canary for ``canary_s`` before it goes to production
-        (workers shadow-score it meanwhile). False when the service stopped during the wait:
-        a canary stage cut short promotes nothing."""
-        if self.settings.canary_s <= 0 or self.settings.alias != "production":
-            return True
-        registry.promote(version, "canary", fence=fence)
-        log.info("Canary stage started.", version=version, seconds=self.settings.canary_s)
-        if self._stopping.wait(self.settings.canary_s):
-            log.info("Canary stage cut short: the service is stopping.", version=version)
+        if published.canary_cut_short:
             self._canary_cut_short = True
-            return False
-        log.info("Canary stage over.", version=version)
-        return True
+        return published.version, published.not_promoted
 
     # --- running ---------------------------------------------------------------------------
 
@@ -465,15 +245,6 @@ class TrainerService:
         cycle = "a cycle is running" if self._cycling() else f"{self.new_examples()} new examples"
         return True, f"{partitions} partitions, {cycle}"
 
-    def drain(self, consumer: Consumer, idle_polls: int = 3) -> int:
-        """Store everything available now: poll until ``idle_polls`` polls bring nothing."""
-        total, idle = 0, 0
-        while idle < idle_polls:
-            stored = self.ingest(consumer, timeout_ms=1000)
-            total += stored
-            idle = idle + 1 if stored == 0 else 0
-        return total
-
     def _cycling(self) -> bool:
         return self._cycle is not None and self._cycle.is_alive()
 
@@ -513,81 +284,6 @@ class TrainerService:
             log.exception("cycle failed", retry_in_s=round(wait, 1), **fields)
         else:
             log.warning("cycle failed", retry_in_s=round(wait, 1), **fields)
-
-
-def record_cycle(result: CycleResult) -> None:
-    """The one log line and the metrics of a finished cycle."""
-    outcome = "promoted" if result.promoted else "rejected"
-    CYCLES.labels("alias_moved" if result.alias_moved else outcome).inc()
-    CYCLE_SECONDS.observe(result.seconds)
-    SCORE.labels("candidate").set(result.candidate_f1)
-    if result.production_f1 is not None:
-        SCORE.labels("production").set(result.production_f1)
-    log.info(
-        "cycle",
-        promoted=result.promoted,
-        reason=result.reason,
-        version=result.version,
-        candidate_micro_f1=round(result.candidate_f1, 4),
-        candidate_macro_f1=round(result.candidate_macro_f1, 4),
-        production_macro_f1=None
-        if result.production_macro_f1 is None
-        else round(result.production_macro_f1, 4),
-        production_micro_f1=None
-        if result.production_f1 is None
-        else round(result.production_f1, 4),
-        examples=result.examples,
-        feedback=result.feedback,
-        seconds=round(result.seconds, 1),
-    )
-
-
-def passes_gate(
-    candidate: tuple[float, float], production: tuple[float, float] | None, margin: float
-) -> bool:
-    """Promote when there is no production model, or when the candidate's holdout micro-F1
-    *and* macro-F1 are each no worse than production's by more than ``margin``."""
-    if production is None:
-        return True
-    return all(mine >= theirs - margin for mine, theirs in zip(candidate, production, strict=True))
-
-
-def _reason(
-    promote: bool, candidate: tuple[float, float], baseline: Baseline, margin: float
-) -> str:
-    """Why the gate decided: micro- and macro-F1 must both be within ``margin`` of the best of
-    the versions measured."""
-    production = baseline.scores
-    if production is None:
-        return "no production model yet"
-    parts = []
-    for name, mine, theirs in zip(("micro", "macro"), candidate, production, strict=True):
-        relation = ">=" if mine >= theirs - margin else "<"
-        parts.append(f"{name} {mine:.4f} {relation} production {theirs:.4f} - margin {margin}")
-    if len(baseline.versions) > 1:
-        parts.append(f"production = best of versions {', '.join(map(str, baseline.versions))}")
-    return "candidate " + ", ".join(parts)
-
-
-class _SeekToStore:
-    """On assignment, start each partition at the store's position (the source of truth)."""
-
-    def __init__(self, consumer: Consumer, store: ExampleStore) -> None:
-        self._consumer = consumer
-        self._store = store
-
-    def on_revoked(self, partitions: set[TopicPartition]) -> None:
-        """Nothing to do: every stored record's offset is already committed or in the store."""
-
-    def on_lost(self, partitions: set[TopicPartition]) -> None:
-        """Nothing to do: the store, not the group, says where to resume."""
-
-    def on_assigned(self, assigned: set[TopicPartition]) -> None:
-        positions = self._store.positions()
-        for partition in assigned:
-            offset = positions.get((partition.topic, partition.partition))
-            if offset is not None:
-                self._consumer.seek(partition, offset)
 
 
 def run_once(service: TrainerService) -> CycleResult:

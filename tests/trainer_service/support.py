@@ -17,9 +17,10 @@ from model.registry import Registry
 from model.settings import RegistrySettings
 from model.toy import toy_artifact
 from schemas import LabelledArticle
-from trainer import service as service_module
+from trainer import gate as gate_module
+from trainer.datasets import Datasets
 from trainer.lock import TrainingLock
-from trainer.service import Datasets, TrainerService
+from trainer.service import TrainerService
 from trainer.settings import TrainerSettings
 
 LABELS = ["earn", "acq", "crude"]
@@ -46,7 +47,7 @@ def planted_scores(monkeypatch: pytest.MonkeyPatch) -> list[Artifact]:
         metrics = artifact.manifest.metrics
         return metrics["planted_micro_f1"], metrics["planted_macro_f1"]
 
-    monkeypatch.setattr(service_module, "holdout_scores", scores)
+    monkeypatch.setattr(gate_module, "holdout_scores", scores)
     return scored
 
 

@@ -15,7 +15,8 @@ from common.settings import KafkaSettings, RedisSettings
 from model.settings import RegistrySettings
 from schemas import LabelledArticle, SourceRef
 from trainer import service as service_module
-from trainer.service import CycleResult, TrainerService
+from trainer.service import TrainerService
+from trainer.service_metrics import CycleResult
 from trainer.settings import TrainerSettings
 from trainer.store import StoredRecord
 

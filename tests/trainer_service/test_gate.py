@@ -24,8 +24,8 @@ from tests.trainer_service.support import (
 )
 from trainer import service as service_module
 from trainer.errors import LockLostError
+from trainer.gate import Baseline, best_scores, passes_gate
 from trainer.lock import TrainingLock, training_lock
-from trainer.service import Baseline, best_scores, passes_gate
 
 
 def test_a_candidate_better_on_micro_but_worse_on_macro_is_not_promoted() -> None:

@@ -17,7 +17,8 @@ from model.settings import RegistrySettings
 from model.toy import synthetic_articles
 from tagstream import feed
 from tests.worker.harness import get
-from trainer.service import TrainerService, jsonl_datasets, run_once
+from trainer.datasets import jsonl_datasets
+from trainer.service import TrainerService, run_once
 from trainer.settings import TrainerSettings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
