@@ -12,7 +12,8 @@ def client_config(settings: KafkaSettings) -> dict[str, Any]:
     """Keyword arguments shared by every kafka-python client built from ``settings``.
 
     ``reconnect_backoff_max_ms`` is always set: kafka-python's own default, 30 s, kept workers
-    idle for up to 30 s after a restarted broker was back (docs/kafka.md).
+    idle for up to 30 s after a restarted broker was back (docs/kafka.md). With SASL, a
+    missing or empty username or password (a Secret left unfilled) is refused at start.
     """
     config: dict[str, Any] = {
         "bootstrap_servers": settings.bootstrap.split(","),
@@ -21,7 +22,8 @@ def client_config(settings: KafkaSettings) -> dict[str, Any]:
         "reconnect_backoff_max_ms": settings.reconnect_backoff_max_ms,
     }
     if settings.security_protocol.startswith("SASL"):
-        if settings.sasl_username is None or settings.sasl_password is None:
+        password = settings.sasl_password
+        if not settings.sasl_username or password is None or not password.get_secret_value():
             raise ConfigError(
                 "TAGSTREAM_KAFKA_SASL_USERNAME and TAGSTREAM_KAFKA_SASL_PASSWORD are required "
                 f"with TAGSTREAM_KAFKA_SECURITY_PROTOCOL={settings.security_protocol}"
@@ -29,7 +31,7 @@ def client_config(settings: KafkaSettings) -> dict[str, Any]:
         config |= {
             "sasl_mechanism": settings.sasl_mechanism,
             "sasl_plain_username": settings.sasl_username,
-            "sasl_plain_password": settings.sasl_password.get_secret_value(),
+            "sasl_plain_password": password.get_secret_value(),
         }
     if settings.ssl_cafile:
         config["ssl_cafile"] = settings.ssl_cafile

@@ -53,9 +53,14 @@ class Artifact:
         _check_consistent(self)
 
     def to_bytes(self) -> bytes:
-        """The safetensors bytes; the embedded manifest has no version and no sha256."""
+        """The safetensors bytes; the embedded manifest has no version, sha256 or signature."""
         manifest = self.manifest.model_copy(
-            update={"version": None, "artifact_sha256": None, "artifact_bytes": None}
+            update={
+                "version": None,
+                "artifact_sha256": None,
+                "artifact_bytes": None,
+                "signature": None,
+            }
         )
         document = {
             "format": FORMAT,

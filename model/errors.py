@@ -3,6 +3,7 @@
 TagstreamError          (common.errors)
 └── ModelError          anything about a model
     ├── ArtifactError   bytes that are malformed or fail their sha256; never retriable
+    │   └── SignatureError  a manifest unsigned or wrongly signed for the registry's key
     ├── FencedError     a publish or promote carried a stale trainer-lock token; refused
     ├── AliasMovedError a promote expected another holder of the alias; refused
     └── RegistryError   the Redis registry could not be read or written; retriable
@@ -21,6 +22,10 @@ class ArtifactError(ModelError):
     """An artifact is malformed or its bytes do not match the expected sha256."""
 
     retriable = False
+
+
+class SignatureError(ArtifactError):
+    """A version's manifest carries no signature, or one that the signing key did not make."""
 
 
 class RegistryError(ModelError):

@@ -7,9 +7,10 @@ worker keeps serving while Redis is away::
                       else from Redis (size and sha256 checked), then cached
     Redis down:       the manifest this alias last resolved to here -> bytes from the cache
 
-A tampered or malformed artifact raises :class:`ArtifactError` and is never cached; the
-caller keeps the model it is serving. Deserialising the bytes is the caller's business
-(``model.artifact``), after this check.
+Cached bytes pass the same :func:`model.registry.verify` as downloaded ones, signature
+included when a signing key is set. A tampered, malformed or wrongly signed artifact raises
+:class:`ArtifactError` and is never cached; the caller keeps the model it is serving.
+Deserialising the bytes is the caller's business (``model.artifact``), after this check.
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ class ModelLoader:
         assert manifest.artifact_sha256 is not None and manifest.version is not None
         cached = self.cache.get(manifest.artifact_sha256)
         if cached is not None:
-            verify(cached, manifest, sha256_known=True)
+            verify(cached, manifest, key=self.registry.settings.signing_key, sha256_known=True)
             log.info("model loaded", version=manifest.version, source="cache")
             return LoadedModel(manifest, cached, "cache")
         data = self.registry.fetch(manifest.version)
@@ -115,7 +116,7 @@ class ModelLoader:
             raise RegistryError(
                 f"registry unreachable and no cached model for alias {alias!r}: {cause}"
             ) from cause
-        verify(data, manifest, sha256_known=True)
+        verify(data, manifest, key=self.registry.settings.signing_key, sha256_known=True)
         log.warning(
             "model loaded offline", alias=alias, version=manifest.version, reason=str(cause)
         )

@@ -27,7 +27,9 @@ promote may also name the holder it expects (``expected_current``) and is refuse
 (:class:`AliasMovedError`) when the alias has moved meanwhile, e.g. by a manual rollback.
 
 Artifacts are opaque bytes here; :meth:`Registry.fetch` checks their size and sha256 against
-the manifest before returning them, and nothing is ever unpickled.
+the manifest before returning them, and nothing is ever unpickled. With a signing key
+(``TAGSTREAM_REGISTRY_SIGNING_KEY``) a publish signs the manifest and every check
+(:func:`verify`) first refuses a manifest that key did not sign (``model.signing``).
 """
 
 from __future__ import annotations
@@ -40,12 +42,13 @@ from types import TracebackType
 from typing import Any, Literal, Self, cast, get_args
 
 import redis
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from common.logging import get_logger
 from common.settings import RedisSettings
 from model.errors import AliasMovedError, ArtifactError, FencedError, ModelError, RegistryError
 from model.settings import RegistrySettings
+from model.signing import check_signature, signed
 from schemas.manifest import ModelManifest
 
 Alias = Literal["production", "canary"]
@@ -308,14 +311,22 @@ class Upload:
     """One artifact on its way in: chunks under a staging key, made visible by :meth:`commit`.
 
     A publisher that dies before ``commit`` leaves nothing visible; its staging hash expires
-    ``staging_ttl_s`` after its last chunk.
+    ``staging_ttl_s`` after its last chunk. With ``signing_key`` the manifest is signed.
     """
 
-    def __init__(self, client: redis.Redis, keys: RegistryKeys, version: int, ttl_s: int):
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: RegistryKeys,
+        version: int,
+        ttl_s: int,
+        signing_key: SecretStr | None = None,
+    ):
         self.version = version
         self._client = client
         self._keys = keys
         self._ttl_s = ttl_s
+        self._signing_key = signing_key
         self._digest = hashlib.sha256()
         self._size = 0
         self._chunks = 0
@@ -333,11 +344,15 @@ class Upload:
         self._chunks += 1
 
     def commit(self, manifest: ModelManifest, fence: Fence | None = None) -> ModelManifest:
-        """Publish the staged chunks with ``manifest`` (version, sha256 and size filled in);
-        with ``fence``, only while that trainer lock token is current (else FencedError)."""
+        """Publish the staged chunks with ``manifest`` (version, sha256, size and, with a
+        signing key, signature filled in); with ``fence``, only while that trainer lock token
+        is current (else FencedError)."""
         if self._size == 0:
             raise ArtifactError(f"version {self.version}: refusing to publish an empty artifact")
-        stored = stamped(manifest, self.version, self._digest.hexdigest(), self._size)
+        stored = signed(
+            stamped(manifest, self.version, self._digest.hexdigest(), self._size),
+            self._signing_key,
+        )
         keys = self._keys
         lock_key, token = fence_args(keys, fence)
         try:
@@ -367,11 +382,12 @@ class Upload:
 
 
 def stamped(manifest: ModelManifest, version: int, sha256: str, size: int) -> ModelManifest:
-    """``manifest`` with the registry's fields set, validated again."""
+    """``manifest`` with the registry's fields set (unsigned), validated again."""
     fields = manifest.model_dump() | {
         "version": version,
         "artifact_sha256": sha256,
         "artifact_bytes": size,
+        "signature": None,
     }
     return ModelManifest.model_validate(fields)
 
@@ -407,7 +423,9 @@ class Registry:
         """Reserve the next version number and return an :class:`Upload` for it."""
         with redis_errors("reserving a version number"):
             version = int(self.client.incr(self.keys.next_version))
-        return Upload(self.client, self.keys, version, self.settings.staging_ttl_s)
+        return Upload(
+            self.client, self.keys, version, self.settings.staging_ttl_s, self.settings.signing_key
+        )
 
     def publish(
         self, artifact_bytes: bytes, manifest: ModelManifest, *, fence: Fence | None = None
@@ -427,6 +445,7 @@ class Registry:
             version=stored.version,
             bytes=stored.artifact_bytes,
             sha256=stored.artifact_sha256,
+            signed=stored.signature is not None,
         )
         self.prune()
         return upload.version
@@ -455,7 +474,8 @@ class Registry:
         return parse_manifest(version, raw)
 
     def fetch(self, version: int) -> bytes:
-        """The artifact bytes of ``version``, checked against its manifest's size and sha256.
+        """The artifact bytes of ``version``, checked against its manifest's size and sha256
+        (and signature, with a signing key).
 
         Manifest and chunks are read in one transaction, so retention cannot delete the
         version half-way through the read.
@@ -469,7 +489,7 @@ class Registry:
             raise ModelError(f"model version {version} is not in the registry")
         manifest = parse_manifest(version, raw)
         data = join_chunks(version, chunks)
-        verify(data, manifest)
+        verify(data, manifest, key=self.settings.signing_key)
         return data
 
     # -- aliases -----------------------------------------------------------------------
@@ -624,8 +644,12 @@ def join_chunks(version: int, chunks: dict[bytes, bytes]) -> bytes:
     return b"".join(chunks[str(index).encode()] for index in indices)
 
 
-def verify(data: bytes, manifest: ModelManifest, *, sha256_known: bool = False) -> None:
-    """Refuse ``data`` unless its size and sha256 are the ones ``manifest`` declares.
+def verify(
+    data: bytes, manifest: ModelManifest, *, key: SecretStr | None, sha256_known: bool = False
+) -> None:
+    """Refuse ``data`` unless ``key`` signed ``manifest`` (no key: no signature check) and the
+    size and sha256 of ``data`` are the ones ``manifest`` declares. Every load passes here,
+    from Redis or the disk cache.
 
     ``sha256_known``: the caller already hashed ``data`` to the manifest's digest (the disk
     cache does on every read), so only the size is compared.
@@ -633,6 +657,7 @@ def verify(data: bytes, manifest: ModelManifest, *, sha256_known: bool = False) 
     version = manifest.version
     if manifest.artifact_sha256 is None:
         raise ArtifactError(f"model version {version}: manifest carries no sha256")
+    check_signature(manifest, key)
     if manifest.artifact_bytes is not None and len(data) != manifest.artifact_bytes:
         raise ArtifactError(
             f"model version {version}: artifact is {len(data)} bytes, "

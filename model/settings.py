@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings
 
 from common.paths import cache_dir
@@ -23,7 +23,8 @@ def default_model_cache() -> Path:
 
 
 class RegistrySettings(BaseSettings):
-    """The model registry: chunking, retention, alias signalling and the local disk cache."""
+    """The model registry: chunking, retention, alias signalling, authenticity and the local
+    disk cache."""
 
     model_config = settings_config("TAGSTREAM_REGISTRY_")
 
@@ -50,3 +51,14 @@ class RegistrySettings(BaseSettings):
 
     cache_max_entries: int = Field(default=8, ge=1)
     """Artifacts kept in the disk cache; the ones an alias last pointed at are never evicted."""
+
+    signing_key: SecretStr | None = None
+    """Registry authenticity (``model.signing``): with a key, publishers sign each version's
+    manifest (its artifact sha256 and size included) and every load refuses a version whose
+    signature is missing or wrong. Unset or empty: no signature written, none checked."""
+
+    @field_validator("signing_key", mode="before")
+    @classmethod
+    def _empty_key_is_none(cls, value: object) -> object:
+        """An empty key (a Secret's placeholder) means no key, as empty passwords do."""
+        return None if value == "" else value

@@ -25,8 +25,9 @@ class TrainingDataSummary(Contract):
 class ModelManifest(Contract):
     """The JSON that travels beside (and inside) a model artifact.
 
-    ``version`` and ``artifact_sha256`` are assigned by the registry on publication; the copy
-    embedded in the artifact itself has neither, since it cannot know its own hash.
+    ``version``, ``artifact_sha256``, ``artifact_bytes`` and ``signature`` are assigned by the
+    registry on publication; the copy embedded in the artifact itself has none of them, since
+    it cannot know its own hash.
     """
 
     schema_version: Literal[1] = 1
@@ -40,6 +41,9 @@ class ModelManifest(Contract):
     metrics: dict[str, float] = Field(default_factory=dict)
     artifact_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     artifact_bytes: int | None = Field(default=None, ge=0)
+    signature: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    """HMAC-SHA256 of every other field (``model.signing``), written when the registry has a
+    signing key (``TAGSTREAM_REGISTRY_SIGNING_KEY``); None when it has none."""
 
     @model_validator(mode="after")
     def _one_threshold_per_label(self) -> ModelManifest:

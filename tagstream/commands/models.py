@@ -106,13 +106,14 @@ def publish(
 
     The file is parsed as a whole first (tensors, manifest, encoder, network), so a truncated
     or foreign file is refused before anything is stored; the registry then records its size
-    and sha256, which every worker checks when it loads the version."""
+    and sha256 (signed with TAGSTREAM_REGISTRY_SIGNING_KEY when set), which every worker
+    checks when it loads the version."""
     data = path.read_bytes()
     manifest = Artifact.from_bytes(data, sha256).manifest
     with open_registry() as registry:
         version = registry.publish(data, manifest)
         stored = registry.manifest(version)
-        verify(registry.fetch(version), stored)
+        verify(registry.fetch(version), stored, key=registry.settings.signing_key)
         typer.echo(
             f"published {path.name} as version {version} "
             f"({human_bytes(stored.artifact_bytes)}, sha256 {stored.artifact_sha256})"

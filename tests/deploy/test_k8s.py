@@ -1,5 +1,6 @@
 """The Kubernetes manifests: probes on the worker's own routes and port, a grace period
-longer than the drain, KEDA bounded by the partitions, the trainer's store on a volume."""
+longer than the drain, KEDA bounded by the partitions, the trainer's store on a volume, and
+Kafka SASL and Redis AUTH on by default with every credential from the Secret."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from common.errors import ConfigError
+from messaging.config import client_config
 from tests.deploy.support import (
     cli_command,
     container,
@@ -212,3 +215,86 @@ def test_every_tagstream_command_in_the_manifests_exists() -> None:
                 continue
             assert cli_command(c["args"]) is None, cli_command(c["args"])
     assert seen >= 3
+
+
+SECRET = "tagstream-secrets"
+CREDENTIALS = (
+    "TAGSTREAM_REDIS_PASSWORD",
+    "TAGSTREAM_KAFKA_SASL_USERNAME",
+    "TAGSTREAM_KAFKA_SASL_PASSWORD",
+    "TAGSTREAM_REGISTRY_SIGNING_KEY",
+)
+TAGSTREAM_CONTAINERS = [
+    (WORKER, "worker"),
+    (TRAINER, "trainer"),
+    (TRAINER, "first-model"),
+    ("tagstream-monitor", "monitor"),
+]
+
+
+def from_secret(spec: dict[str, Any], name: str) -> bool:
+    """Whether the container's ``name`` comes from tagstream-secrets, and nothing overrides it."""
+    if any(e["name"] == name for e in spec.get("env", [])):
+        return False
+    secrets = [s["secretRef"]["name"] for s in spec.get("envFrom", []) if "secretRef" in s]
+    maps = [s["configMapRef"]["name"] for s in spec.get("envFrom", []) if "configMapRef" in s]
+    in_maps = any(name in k8s_object("ConfigMap", m)["data"] for m in maps)
+    return SECRET in secrets and name in k8s_object("Secret", SECRET)["stringData"] and not in_maps
+
+
+@pytest.mark.parametrize(("deployment", "name"), TAGSTREAM_CONTAINERS)
+def test_the_defaults_turn_on_kafka_sasl_and_redis_auth_with_credentials_from_the_secret(
+    deployment: str, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = container(deployment, name)
+    kafka = load_settings(
+        settings_class("common.settings", "KafkaSettings"),
+        tagstream_env(k8s_env(spec)),
+        monkeypatch,
+    )
+    assert kafka.security_protocol == "SASL_SSL" and kafka.sasl_mechanism.startswith("SCRAM")
+    for variable in CREDENTIALS:
+        assert from_secret(spec, variable), (name, variable)
+
+
+def test_the_secret_left_at_its_placeholders_stops_a_service_at_start(kafka: Any) -> None:
+    """SASL with the empty user and password of secret.yaml fails before any connection."""
+    with pytest.raises(ConfigError, match="TAGSTREAM_KAFKA_SASL_USERNAME"):
+        client_config(kafka)
+
+
+KEDA_SASL = {"PLAIN": "plaintext", "SCRAM-SHA-256": "scram_sha256", "SCRAM-SHA-512": "scram_sha512"}
+"""TAGSTREAM_KAFKA_SASL_MECHANISM in the words of KEDA's kafka scaler."""
+
+
+def test_keda_reads_the_lag_with_the_workers_sasl_credentials(kafka: Any) -> None:
+    (trigger,) = k8s_object("ScaledObject", WORKER)["spec"]["triggers"]
+    meta = trigger["metadata"]
+    assert meta["sasl"] == KEDA_SASL[kafka.sasl_mechanism]
+    assert meta["tls"] == ("enable" if kafka.security_protocol == "SASL_SSL" else "disable")
+    auth = k8s_object("TriggerAuthentication", trigger["authenticationRef"]["name"])["spec"]
+    refs = {ref["parameter"]: (ref["name"], ref["key"]) for ref in auth["secretTargetRef"]}
+    assert refs == {
+        "username": (SECRET, "TAGSTREAM_KAFKA_SASL_USERNAME"),
+        "password": (SECRET, "TAGSTREAM_KAFKA_SASL_PASSWORD"),
+    }
+
+
+def test_the_topic_job_connects_with_the_same_sasl_settings() -> None:
+    (create,) = k8s_object("Job", "tagstream-topics")["spec"]["template"]["spec"]["containers"]
+    sources = {e["name"]: e["valueFrom"] for e in create["env"]}
+    assert sources["SECURITY_PROTOCOL"]["configMapKeyRef"]["key"] == (
+        "TAGSTREAM_KAFKA_SECURITY_PROTOCOL"
+    )
+    assert sources["SASL_MECHANISM"]["configMapKeyRef"]["key"] == "TAGSTREAM_KAFKA_SASL_MECHANISM"
+    assert sources["SASL_USERNAME"]["secretKeyRef"] == {
+        "name": SECRET,
+        "key": "TAGSTREAM_KAFKA_SASL_USERNAME",
+    }
+    assert sources["SASL_PASSWORD"]["secretKeyRef"] == {
+        "name": SECRET,
+        "key": "TAGSTREAM_KAFKA_SASL_PASSWORD",
+    }
+    script = create["args"][0]
+    assert script.count("--command-config /tmp/client.properties") == 2
+    assert "security.protocol=$SECURITY_PROTOCOL" in script and "ScramLoginModule" in script

@@ -26,7 +26,8 @@ import pytest
 from tests.deploy.support import COMPOSE, K8S, PROMETHEUS, yaml_documents
 
 K8S_VERSION = "1.33.0"
-CUSTOM_KINDS = {"base": {"ScaledObject"}, "gpu": {"ScaledObject"}, "monitoring": {"PodMonitor"}}
+KEDA = {"ScaledObject", "TriggerAuthentication"}
+CUSTOM_KINDS = {"base": KEDA, "gpu": KEDA, "monitoring": {"PodMonitor"}}
 """The custom resources of each part of deploy/k8s, which kubernetes-validate has no schema
 for (their fields are checked by test_k8s.py)."""
 

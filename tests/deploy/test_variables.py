@@ -62,7 +62,11 @@ def secret_variables() -> set[str]:
 
 def test_passwords_are_set_only_in_secrets() -> None:
     secrets = secret_variables()
-    assert {"TAGSTREAM_REDIS_PASSWORD", "TAGSTREAM_KAFKA_SASL_PASSWORD"} <= secrets
+    assert {
+        "TAGSTREAM_REDIS_PASSWORD",
+        "TAGSTREAM_KAFKA_SASL_PASSWORD",
+        "TAGSTREAM_REGISTRY_SIGNING_KEY",
+    } <= secrets
     for o in k8s_objects():
         if o["kind"] == "ConfigMap":
             assert not secrets & set(o["data"]), o["metadata"]["name"]
@@ -75,11 +79,17 @@ def test_passwords_are_set_only_in_secrets() -> None:
     assert not secrets & set(image_env("cpu")) and not secrets & set(image_env("cuda"))
 
 
-def test_the_kubernetes_secret_holds_the_passwords_and_nothing_else() -> None:
+def test_the_kubernetes_secret_holds_the_credentials_and_nothing_else() -> None:
+    """Every secret setting, and the SASL user name beside its password; no other setting."""
     (secret,) = [o for o in k8s_objects() if o["kind"] == "Secret"]
-    passwords = {"TAGSTREAM_REDIS_PASSWORD", "TAGSTREAM_KAFKA_SASL_PASSWORD"}
-    assert set(secret["stringData"]) == passwords
-    assert set(secret["stringData"]) <= secret_variables()
+    credentials = {
+        "TAGSTREAM_REDIS_PASSWORD",
+        "TAGSTREAM_KAFKA_SASL_USERNAME",
+        "TAGSTREAM_KAFKA_SASL_PASSWORD",
+        "TAGSTREAM_REGISTRY_SIGNING_KEY",
+    }
+    assert set(secret["stringData"]) == credentials
+    assert set(secret["stringData"]) - {"TAGSTREAM_KAFKA_SASL_USERNAME"} == secret_variables()
 
 
 def gpu_worker_env() -> dict[str, str]:

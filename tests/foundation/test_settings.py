@@ -36,6 +36,22 @@ def test_sasl_without_credentials_is_refused_before_connecting(
         client_config(load(KafkaSettings))
 
 
+@pytest.mark.parametrize(
+    "empty", ["TAGSTREAM_KAFKA_SASL_USERNAME", "TAGSTREAM_KAFKA_SASL_PASSWORD"]
+)
+def test_sasl_with_an_empty_credential_is_refused_like_a_missing_one(
+    empty: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Kubernetes Secret left at its empty placeholders stops the service at start."""
+    monkeypatch.setenv("TAGSTREAM_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("TAGSTREAM_KAFKA_SASL_USERNAME", "tagstream")
+    monkeypatch.setenv("TAGSTREAM_KAFKA_SASL_PASSWORD", "hunter3")
+    assert client_config(load(KafkaSettings))["sasl_plain_username"] == "tagstream"
+    monkeypatch.setenv(empty, "")
+    with pytest.raises(ConfigError, match="TAGSTREAM_KAFKA_SASL_PASSWORD are required"):
+        client_config(load(KafkaSettings))
+
+
 def test_passwords_are_secrets_that_never_print(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TAGSTREAM_REDIS_PASSWORD", "hunter2")
     monkeypatch.setenv("TAGSTREAM_KAFKA_SASL_PASSWORD", "hunter3")

@@ -1,4 +1,5 @@
-"""``tagstream models``: list, show, promote, rollback and pull against the real Redis."""
+"""``tagstream models``: list, show, publish, promote, rollback and pull against the real
+Redis, signed with a key or not."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from common.settings import RedisSettings
-from model.errors import ModelError
+from model.errors import ModelError, SignatureError
 from model.registry import Registry, sha256_hex
 from model.toy import toy_artifact
 from schemas.manifest import ModelManifest
@@ -20,6 +21,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def cli(redis_settings: RedisSettings, tmp_path: Path):
+    """``cli(*args, signing_key=None)``: the command with this test's Redis (and key)."""
     runner = CliRunner()
     env = {
         "TAGSTREAM_REDIS_URL": redis_settings.url,
@@ -27,7 +29,12 @@ def cli(redis_settings: RedisSettings, tmp_path: Path):
         "TAGSTREAM_REGISTRY_CACHE_DIR": str(tmp_path / "cache"),
         "COLUMNS": "160",
     }
-    return lambda *args: runner.invoke(app, list(args), env=env)
+
+    def invoke(*args: str, signing_key: str | None = None):
+        key = {"TAGSTREAM_REGISTRY_SIGNING_KEY": signing_key or ""}
+        return runner.invoke(app, list(args), env=env | key)
+
+    return invoke
 
 
 def test_list_shows_versions_aliases_sizes_and_metrics(
@@ -102,3 +109,19 @@ def test_publish_a_file_checks_it_whole_then_stores_and_promotes_it(
     wrong = cli("publish", str(path), "--sha256", "0" * 64)
     assert "is not the expected" in str(wrong.exception)
     assert registry.versions() == [version]  # nothing stored for either
+
+
+def test_publish_with_a_signing_key_signs_and_a_pull_with_another_key_is_refused(
+    cli, registry: Registry, tmp_path: Path
+) -> None:
+    key, other = "publisher-" + "k" * 40, "other-" + "k" * 40
+    path = tmp_path / "offline.safetensors"
+    path.write_bytes(toy_artifact(("earn", "acq")).to_bytes())
+    result = cli("publish", str(path), signing_key=key)
+    assert result.exit_code == 0, result.output
+    (version,) = registry.versions()
+    assert registry.manifest(version).signature is not None
+    assert cli("pull", str(version), "-o", str(tmp_path / "a"), signing_key=key).exit_code == 0
+    refused = cli("pull", str(version), "-o", str(tmp_path / "b"), signing_key=other)
+    assert isinstance(refused.exception, SignatureError), refused.output
+    assert not (tmp_path / "b").exists()

@@ -1,6 +1,6 @@
-"""Hot swap from the registry: a transient failure is tried again, an integrity failure is
-refused only until the next promote, a promote during start-up is seen, and a worker that
-serves another version than the alias's for too long says so."""
+"""Hot swap from the registry: a transient failure is tried again, an integrity failure (a
+wrong signature included) is refused only until the next promote, a promote during start-up
+is seen, and a worker that serves another version than the alias's for too long says so."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 import torch
+from pydantic import SecretStr
 
 from common.settings import KafkaSettings, RedisSettings
 from model.registry import Registry
@@ -167,6 +168,37 @@ def test_a_corrupt_version_is_refused_and_tried_again_when_re_promoted(
     registry.client.hset(registry.keys.artifact(second), "0", original)  # repaired
     registry.promote(second)  # the alias re-set to the version it holds
     assert node.serves(second)
+
+
+def refusals_reach(node: Serving, count: int) -> bool:
+    return poll_until(lambda: node.value("model_refusals_total") == count, 15)
+
+
+def test_a_wrongly_signed_version_is_refused_and_the_signed_one_keeps_serving(
+    redis_settings: RedisSettings, registry_settings: RegistrySettings
+) -> None:
+    """With TAGSTREAM_REGISTRY_SIGNING_KEY set, a version another key signed, or nobody did,
+    is an integrity failure: refused at once, counted, never retried, the old model stays."""
+    keyed = registry_settings.model_copy(update={"signing_key": SecretStr("k" * 64)})
+    forger = registry_settings.model_copy(update={"signing_key": SecretStr("f" * 64)})
+    with (
+        Registry.from_settings(redis_settings, keyed) as publisher,
+        Registry.from_settings(redis_settings, forger) as intruder,
+        Registry.from_settings(redis_settings, registry_settings) as unsigned,
+    ):
+        (first,) = publish_toys(publisher, 1)
+        publisher.promote(first)
+        node = Serving(redis_settings, keyed).start()
+        try:
+            for count, registry in enumerate((intruder, unsigned), start=1):
+                (bad,) = publish_toys(registry, 1)
+                registry.promote(bad)
+                assert refusals_reach(node, count)
+                assert node.slot.version == first and bad in node.swapper.refused()
+                assert "SignatureError" in (node.swapper.refusal(bad) or "")
+        finally:
+            node.close()
+    assert node.value("model_load_retries_total") == 0  # final, like a sha256 mismatch
 
 
 def test_a_refused_version_is_tried_again_when_the_alias_moves_away_and_back(

@@ -3,9 +3,11 @@
 The worker and the trainer get every credential from the environment, reach the broker's
 SASL listener and a redis-server started with ``--requirepass``, and do their whole job:
 the worker loads its model from the registry and predicts, the trainer stores labelled
-articles and runs a training cycle under its Redis lock. Clients without credentials, or
-with wrong ones, are refused; a worker without them says why and publishes nothing. No
-secret appears in any log line or metric of either service.
+articles and runs a training cycle under its Redis lock. The registry signing key is set on
+both: the worker loads only signed versions, and what the trainer publishes is signed.
+Clients without credentials, or with wrong ones, are refused; a worker without them says why
+and publishes nothing. No secret (the signing key included) appears in any log line or
+metric of either service.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import secrets
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +56,7 @@ class Secured:
     sasl_password: str
     redis_url: str
     redis_password: str
+    signing_key: str = field(default_factory=lambda: secrets.token_hex(32))
 
     def kafka(self, **changes: str) -> KafkaSettings:
         values = {
@@ -74,11 +77,15 @@ class Secured:
             "TAGSTREAM_KAFKA_SASL_PASSWORD": self.sasl_password,
             "TAGSTREAM_REDIS_URL": self.redis_url,
             "TAGSTREAM_REDIS_PASSWORD": self.redis_password,
+            "TAGSTREAM_REGISTRY_SIGNING_KEY": self.signing_key,
         }
+
+    def registry(self) -> RegistrySettings:
+        return RegistrySettings(signing_key=SecretStr(self.signing_key))
 
     @property
     def secrets(self) -> list[str]:
-        return [self.sasl_password, self.redis_password]
+        return [self.sasl_password, self.redis_password, self.signing_key]
 
 
 @pytest.fixture
@@ -114,7 +121,7 @@ def test_services_connect_with_credentials_others_are_refused_and_no_secret_leak
     redis_settings = RedisSettings(
         url=secured.redis_url, password=SecretStr(secured.redis_password), namespace="secure"
     )
-    with Registry.from_settings(redis_settings, RegistrySettings()) as registry:
+    with Registry.from_settings(redis_settings, secured.registry()) as registry:
         artifact = toy_artifact(LABELS)
         registry.promote(registry.publish(artifact.to_bytes(), artifact.manifest))
 
@@ -148,6 +155,8 @@ def test_services_connect_with_credentials_others_are_refused_and_no_secret_leak
         worker.wait_for(
             "model installed", 60, lambda line: line["model_version"] == cycle["version"]
         )
+        with Registry.from_settings(redis_settings, secured.registry()) as registry:
+            assert registry.manifest(cycle["version"]).signature is not None
     stored = len(stored_ids(tmp_path / "store.db"))
     refusals = _refusals(secured)
     unauthorised = _worker_without_credentials(env, processes, tmp_path / "empty-cache")
