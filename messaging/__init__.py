@@ -41,8 +41,10 @@ kafka-python workarounds, all of them here (docs/kafka.md tells the story of eac
 8. *A refused record.* One record the broker refuses for itself makes kafka-python's idempotent
    producer fatal for good, and leaves a transactional one with a sequence gap; the producer
    bumps the epoch instead, or reopens the transactional client after the abort.
+9. *Sockets of failed connection attempts.* kafka-python leaves the socket of each failed
+   connect open until the garbage collector finds it; :mod:`messaging.sockets` closes it.
 
-kafka-python is pinned to 3.0.x in pyproject.toml: 2, 4, 5, 6, 7 and 8 read its internals.
+kafka-python is pinned to 3.0.x in pyproject.toml: 2, 4, 5, 6, 7, 8 and 9 read its internals.
 """
 
 from messaging.admin import Admin, TopicSpec, ensure_topics, wait_until_ready
@@ -58,7 +60,10 @@ from messaging.errors import (
     UndecodableError,
 )
 from messaging.producer import Producer
+from messaging.sockets import close_failed_sockets
 from messaging.types import GroupMembership, Record, TopicPartition
+
+close_failed_sockets()
 
 __all__ = [
     "Admin",

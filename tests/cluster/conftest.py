@@ -6,11 +6,12 @@ one-node stack, which other tests use, is never touched. ``cluster`` hands each 
 cluster with every node running and no partition under-replicated, whatever the test before
 it stopped or killed.
 
-kafka-python 3.0.12 leaks the socket of each failed connection attempt, and a client in the
-test process tries the node that is down; the suite's ``filterwarnings = error`` would turn
-each leaked socket's ResourceWarning into a failure of whichever test collects it. Here
-those warnings are ignored while a test runs and the leftovers collected after it
-(``_collect_leaked_sockets``); every other warning is still an error.
+kafka-python 3.0.12 left the socket of each failed connection attempt open (closed now by
+``messaging.sockets``), and a client in the test process tries the node that is down; the
+suite's ``filterwarnings = error`` would turn any socket left over into a failure of whichever
+test collects it. As a guard, those warnings are ignored while a test here runs and the
+leftovers collected after it (``_collect_leaked_sockets``); every other warning is still an
+error.
 """
 
 from __future__ import annotations

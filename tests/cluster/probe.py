@@ -1,8 +1,8 @@
 """One ``acks=all`` idempotent send, in a process of its own, and what the cluster answered.
 
-kafka-python 3.0.12 leaks the socket of each failed connection attempt; a client that meets a
-stopped node inside the test process leaves ResourceWarnings for whichever later test
-collects them (see tests/reliability/test_broker_restart.py). So the send runs in a child
+A client that meets a stopped node inside the test process could leave what it held (the
+sockets of failed attempts, a producer whose close raised) for whichever later test collects
+it (see tests/reliability/test_broker_restart.py). So the send runs in a child
 process, which prints ``acknowledged`` or ``ErrorName: message`` and exits 0 either way.
 
 Run as ``python -m tests.cluster.probe BOOTSTRAP TOPIC VALUE TIMEOUT_S``.

@@ -6,9 +6,9 @@ trainer run throughout; articles and labelled articles keep arriving at a steady
 restarted: workers and trainer reconnect by themselves, every article is predicted, every
 labelled article stored once.
 
-Every Kafka client that lives through the outage runs in a process of its own: kafka-python
-3.0.12 leaks the socket of each failed connection attempt, and in the test process their
-ResourceWarnings would surface in whichever test collects them.
+Every Kafka client that lives through the outage runs in a process of its own, so nothing a
+client leaves behind in an outage (kafka-python 3.0.12 left failed attempts' sockets open
+until ``messaging.sockets``) can surface as a ResourceWarning in whichever test collects it.
 """
 
 from __future__ import annotations
