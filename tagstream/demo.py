@@ -30,7 +30,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
 import sys
 import threading
 import time
@@ -50,6 +49,7 @@ from rich.table import Table
 import corpus
 from common.logging import configure
 from common.paths import cache_dir
+from common.ports import free_port
 from common.settings import KafkaSettings, RedisSettings
 from messaging import ensure_topics
 from model.artifact import Artifact
@@ -205,8 +205,8 @@ def _initial_model_path() -> Path:
 
 def _start_services(run: DemoRun, supervisor: Supervisor, feedback_size: int) -> dict[str, int]:
     tagstream = [sys.executable, "-m", "tagstream"]
-    ports = {"trainer": _free_port(), "monitor": _free_port()}
-    ports |= {f"worker-{i}": _free_port() for i in range(WORKERS)}
+    ports = {"trainer": free_port(), "monitor": free_port()}
+    ports |= {f"worker-{i}": free_port() for i in range(WORKERS)}
     supervisor.start(
         "trainer",
         [*tagstream, "trainer", "serve"],
@@ -247,7 +247,7 @@ def _start_services(run: DemoRun, supervisor: Supervisor, feedback_size: int) ->
             TAGSTREAM_MONITOR_METRICS_PORT=str(ports["monitor"]),
         ),
     )
-    ports["prometheus"] = _free_port()
+    ports["prometheus"] = free_port()
     config = prometheus.write_config(
         run.directory / "prometheus", {name: port for name, port in ports.items()}
     )
@@ -524,10 +524,3 @@ def _live_quality(console: Console, ports: dict[str, int]) -> None:
 def _stop_stack(stack: LocalStack, console: Console) -> None:
     stack.down()
     console.print("stopped the local stack this demo started")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port

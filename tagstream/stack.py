@@ -31,7 +31,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -47,6 +46,7 @@ from common.errors import StackError
 from common.lifeline import end_with_this_process
 from common.logging import get_logger
 from common.paths import cache_dir
+from common.ports import free_port, port_free
 from common.settings import KafkaSettings, settings_config
 from messaging import MessagingError, wait_until_ready
 from messaging.admin import admin
@@ -709,28 +709,11 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
 
 def _pick_port(previous: int | None, taken: set[int]) -> int:
     """The port used last time if it is still free, else a fresh free one; noted in ``taken``."""
-    port = previous if previous and previous not in taken and _port_free(previous) else 0
+    port = previous if previous and previous not in taken and port_free(HOST, previous) else 0
     while not port or port in taken:
-        port = _free_port()
+        port = free_port(HOST)
     taken.add(port)
     return port
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((HOST, port))
-        except OSError:
-            return False
-    return True
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _wait_for_redis(url: str, timeout_s: float) -> None:

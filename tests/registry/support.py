@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from common.ports import free_port
 from schemas.manifest import ModelManifest, TrainingDataSummary
 
 
@@ -34,12 +35,6 @@ def make_manifest(**metrics: float) -> ModelManifest:
         training_data=TrainingDataSummary(train_documents=100, validation_documents=10),
         metrics=dict(metrics),
     )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class RedisServer:

@@ -24,6 +24,7 @@ import redis
 from pydantic import SecretStr
 
 from common.errors import StackError
+from common.ports import free_port
 from common.settings import KafkaSettings, RedisSettings
 from messaging import MessagingError
 from messaging.admin import admin as admin_client
@@ -32,7 +33,7 @@ from model.settings import RegistrySettings
 from model.toy import synthetic_articles, toy_artifact
 from tagstream import feed
 from tests.conftest import Stack
-from tests.registry.support import RedisServer, free_port
+from tests.registry.support import RedisServer
 from tests.reliability.support import (
     metrics_port,
     private_stack,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -10,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from common.ports import free_port
 from common.settings import KafkaSettings, RedisSettings
 from corpus.jsonl import write_jsonl
 from model.registry import Registry
@@ -139,12 +139,6 @@ def test_datasets_from_a_jsonl_seed_are_carved_by_id_hash(seed_file: Path) -> No
     assert not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2])
     assert sum(map(len, ids)) == 400
     assert data.labels == sorted(LABELS)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_health_says_ready_once_assigned_and_not_alive_when_the_loop_stops(
