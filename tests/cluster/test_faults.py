@@ -55,11 +55,19 @@ def _stream(
     )
 
 
-STOPS = ("TransactionStuckError", "DeadlineError", "FencedError")
+STOPS = (
+    "TransactionStuckError",
+    "DeadlineError",
+    "FencedError",
+    "Cannot execute transactional method",
+)
 """The reasons a worker stops by itself on purpose: a transactional call got no answer in
-time, so its outcome is unknown and only a new instance can fence and settle it; or its
+time, so its outcome is unknown and only a new instance can fence and settle it; its
 producer was fenced (by a newer instance, or by the coordinator aborting a transaction that
-outlived ``transaction.timeout.ms`` and bumping the producer's epoch)."""
+outlived ``transaction.timeout.ms`` and bumping the producer's epoch); or a transactional
+request timed out inside kafka-python, whose transaction manager then refuses every call
+("Cannot execute transactional method because we are in an error state": only a new
+producer, a new instance, can go on; docs/reliability.md, open points)."""
 
 
 def _check(outcome: Outcome, stream: Stream) -> None:

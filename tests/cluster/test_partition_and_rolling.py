@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tagstream.stack import LocalStack
 from tests.cluster.conftest import Cluster
 from tests.cluster.relay import Relay
 from tests.cluster.scenarios import GUARANTEES, cluster_scale, first_prediction_after
@@ -26,13 +27,27 @@ CUT = 0
 """The slot of the worker that reaches Kafka through the relays."""
 
 
-@pytest.fixture
-def relays(cluster: Cluster) -> Iterator[list[Relay]]:
-    """One relay per node, from its advertised RELAY port to its RELAY listener."""
-    opened = [Relay(n.relay_port, n.relay_listener_port) for n in cluster.state.nodes]
+@pytest.fixture(scope="module")
+def _open_relays(_cluster_stack: LocalStack) -> Iterator[list[Relay]]:
+    """One relay per node, from its advertised RELAY port to its RELAY listener, open for the
+    whole module: closing a relay and listening on its port again in the next test failed
+    with ``EADDRINUSE`` (the scenario under both guarantees, one after the other)."""
+    state = _cluster_stack.status()
+    assert state is not None, "the cluster's stack is gone"
+    opened = [Relay(n.relay_port, n.relay_listener_port) for n in state.nodes]
     yield opened
     for relay in opened:
         relay.close()
+
+
+@pytest.fixture
+def relays(cluster: Cluster, _open_relays: list[Relay]) -> Iterator[list[Relay]]:
+    """The relays, passing bytes; healed again after the test, however it ended."""
+    for relay in _open_relays:
+        relay.heal()
+    yield _open_relays
+    for relay in _open_relays:
+        relay.heal()
 
 
 def _assigned_after(worker: WorkerProcess, wall_time: float) -> set[int]:
