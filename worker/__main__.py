@@ -16,7 +16,7 @@ def _stop_before_start(signum: int, _frame: object) -> None:
     sys.exit(0)
 
 
-for _signum in (signal.SIGTERM, signal.SIGINT):
+for _signum in (signal.SIGINT, signal.SIGTERM):  # SIGTERM last: caught means both are
     signal.signal(_signum, _stop_before_start)
 
 from common.errors import TagstreamError  # noqa: E402 - after the handlers, on purpose

@@ -8,10 +8,22 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from tests.worker.kafka_tools import ROOT
+
+
+def _wait_until_caught(pid: int, signum: int, timeout_s: float = 30.0) -> None:
+    """Wait until ``pid`` has a handler for ``signum`` (``SigCgt`` in /proc/<pid>/status)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("SigCgt:") and int(line.split()[1], 16) >> (signum - 1) & 1:
+                return
+        time.sleep(0.01)
+    raise AssertionError(f"no handler for signal {signum} after {timeout_s} s")
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
@@ -26,7 +38,9 @@ def test_a_signal_during_start_up_ends_the_worker_with_status_0(signum: int) -> 
         text=True,
     )
     try:
-        time.sleep(0.5)  # past the interpreter's start, well inside the imports (torch)
+        # SIGTERM caught (the interpreter catches SIGINT itself, from its start): the top of
+        # worker/__main__.py has run, the imports have not finished
+        _wait_until_caught(worker.pid, signal.SIGTERM)
         worker.send_signal(signum)
         output, _ = worker.communicate(timeout=60)
     finally:
