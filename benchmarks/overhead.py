@@ -9,9 +9,12 @@ random weights), torch on 1 thread. Each repeat scores the articles alone in thi
 process count, starts ``python -m worker`` children in a fresh group on an empty topic of 4
 partitions, waits until each holds its share, fills the topic with the backlog and times from
 the first consumed message to the last result acknowledged (the workers' metrics, read every
-0.1 s). Worker CPU is the children's user + system time from ``/proc`` over the same span,
+0.1 s). Worker CPU is the user + system time from ``/proc`` over the same span of each worker
+and the processes it started (an inference process, ``TAGSTREAM_WORKER_INFERENCE_PROCESS``);
 model time inside the worker is its ``inference_seconds`` histogram; resident memory is
-``VmRSS`` at the end (steady state) and ``VmHWM``. A lane adds environment variables to the
+``VmRSS``, ``RssAnon`` and ``Pss`` at the end (steady state) and ``VmHWM``, each summed over
+the worker and its children (``VmRSS`` counts shared library pages once per process, ``Pss``
+splits them), and the worker's own ``VmRSS``. A lane adds environment variables to the
 workers (a setting ``TAGSTREAM_WORKER_*``, or ``PYTHONPATH`` to run other code), so levers are
 compared inside one run; lanes and repeats are interleaved. Figures are medians (min-max).
 """
@@ -58,6 +61,8 @@ class Run:
     anon_mib: float
     pss_mib: float
     hwm_mib: float
+    own_rss_mib: float
+    """VmRSS of the worker's own process (the others include its inference process)."""
 
 
 def alone(model: Classifier, token_ids: list[list[int]]) -> Alone:
@@ -159,10 +164,11 @@ def through(
             cpu_s_per_article=cpu / n,
             model_s_per_article=delta(after, before, "inference_seconds_sum") / n,
             articles_per_batch=delta(after, before, "batch_articles_sum") / batches,
-            rss_mib=max(vm(w.process.pid, "VmRSS") for w in workers),
-            anon_mib=max(vm(w.process.pid, "RssAnon") for w in workers),
-            pss_mib=max(pss(w.process.pid) for w in workers),
-            hwm_mib=max(vm(w.process.pid, "VmHWM") for w in workers),
+            rss_mib=max(sum(vm(p, "VmRSS") for p in w.pids()) for w in workers),
+            anon_mib=max(sum(vm(p, "RssAnon") for p in w.pids()) for w in workers),
+            pss_mib=max(sum(pss(p) for p in w.pids()) for w in workers),
+            hwm_mib=max(sum(vm(p, "VmHWM") for p in w.pids()) for w in workers),
+            own_rss_mib=max(vm(w.process.pid, "VmRSS") for w in workers),
         )
     finally:
         for worker in workers:
@@ -296,6 +302,7 @@ def main() -> None:
                     note(f"{key}: RssAnon at the end, MiB", run.anon_mib)
                     note(f"{key}: Pss at the end, MiB", run.pss_mib)
                     note(f"{key}: VmHWM, MiB", run.hwm_mib)
+                    note(f"{key}: the worker's own VmRSS, MiB", run.own_rss_mib)
                     if processes == 1:
                         one = run.articles_per_s
                     elif one:

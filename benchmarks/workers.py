@@ -113,11 +113,13 @@ class WorkerProcess:
                 return int(line.split()[1]) * 1024
         return 0
 
+    def pids(self) -> list[int]:
+        """The worker's process and the processes it started (its inference process)."""
+        return [self.process.pid, *children(self.process.pid)]
+
     def cpu_seconds(self) -> float:
-        """User + system CPU time the process has used so far."""
-        stat = Path(f"/proc/{self.process.pid}/stat").read_text()
-        fields = stat[stat.rfind(")") + 2 :].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """User + system CPU time the worker and its running children have used so far."""
+        return sum(cpu_seconds(pid) for pid in self.pids())
 
     def stop(self, timeout_s: float = 30.0) -> int:
         """SIGTERM (a graceful drain), then SIGKILL after ``timeout_s``; the exit status."""
@@ -201,3 +203,28 @@ def mean_between(after: dict[str, float], before: dict[str, float], histogram: s
     """Mean of a histogram's observations between two scrapes."""
     count = delta(after, before, f"{histogram}_count")
     return delta(after, before, f"{histogram}_sum") / count if count else 0.0
+
+
+def children(pid: int) -> list[int]:
+    """The running children of ``pid`` (started by any of its threads), from ``/proc``."""
+    found: list[int] = []
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except FileNotFoundError:
+        return found
+    for task in tasks:
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except FileNotFoundError:
+            continue
+    return found
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process so far (0 once it is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return 0.0
+    fields = stat[stat.rfind(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -95,12 +95,7 @@ class Classifier:
     def decide(self, scores_row: npt.ArrayLike) -> list[tuple[str, float]]:
         """Labels whose score reaches their threshold, best first (and the top label when
         the artifact asks for at least one and none qualifies)."""
-        row = np.asarray(scores_row, dtype=np.float32).reshape(-1)
-        if row.shape[0] != len(self.labels):
-            raise ModelError(f"{row.shape[0]} scores for {len(self.labels)} labels")
-        chosen = np.flatnonzero(decide(row[None, :], self.thresholds, self.at_least_one)[0])
-        ordered = chosen[np.argsort(-row[chosen], kind="stable")]
-        return [(self.labels[i], float(row[i])) for i in ordered]
+        return decide_labels(scores_row, self.labels, self.thresholds, self.at_least_one)
 
     def warm_up(self) -> None:
         """Run a few batches of typical shapes so the first real batch is not slow; on the CPU,
@@ -129,6 +124,21 @@ def decide(
         empty = ~chosen.any(axis=1)
         chosen[np.flatnonzero(empty), scores[empty].argmax(axis=1)] = True
     return chosen
+
+
+def decide_labels(
+    scores_row: npt.ArrayLike,
+    labels: Sequence[str],
+    thresholds: npt.NDArray[np.float32],
+    at_least_one: bool,
+) -> list[tuple[str, float]]:
+    """One article's labels by :func:`decide`, as (name, score) pairs, best first."""
+    row = np.asarray(scores_row, dtype=np.float32).reshape(-1)
+    if row.shape[0] != len(labels):
+        raise ModelError(f"{row.shape[0]} scores for {len(labels)} labels")
+    chosen = np.flatnonzero(decide(row[None, :], thresholds, at_least_one)[0])
+    ordered = chosen[np.argsort(-row[chosen], kind="stable")]
+    return [(labels[i], float(row[i])) for i in ordered]
 
 
 class _Padded(torch.nn.Module):

@@ -36,6 +36,7 @@ from worker.errors import WorkerError
 from worker.inference import Scorer
 from worker.metrics import Metrics
 from worker.models import RegistryModels, first_model, open_models
+from worker.offload import InferenceProcess
 from worker.pipeline import Pipeline
 from worker.settings import WorkerSettings
 from worker.shadow import ShadowSlot
@@ -100,6 +101,7 @@ class Worker:
         self.pipeline: Pipeline | None = None
         self.shadow_slot: ShadowSlot | None = None
         self.swapper: Swapper | None = None
+        self.offload: InferenceProcess | None = None
         self.health_port: int | None = None
         self.stopping = threading.Event()
         self.halt = threading.Event()
@@ -143,7 +145,8 @@ class Worker:
             )
             self.health_port = health.port
             log.info("health and metrics listening", port=health.port)
-        models = open_models(self.settings, self.redis, self.registry)
+        self.offload = self._offload(stack)
+        models = open_models(self.settings, self.redis, self.registry, self.offload)
         stack.callback(models.close)
         model = first_model(models, self.stopping)
         if model is None:
@@ -198,7 +201,10 @@ class Worker:
         if alias is None:
             return None, None
         models = RegistryModels(
-            self.settings.model_copy(update={"model_alias": alias}), self.redis, self.registry
+            self.settings.model_copy(update={"model_alias": alias}),
+            self.redis,
+            self.registry,
+            self.offload,
         )
         stack.callback(models.close)
         self.shadow_slot = slot = ShadowSlot(models.version, self.metrics).start()
@@ -210,6 +216,21 @@ class Worker:
             stack.callback(lambda: sink.close(min(CLOSE_TIMEOUT_S, self._time_left() or math.inf)))
         log.info("Shadow scoring on.", alias=alias, topic=self.settings.shadow_topic)
         return slot, sink
+
+    def _offload(self, stack: ExitStack) -> InferenceProcess | None:
+        """The inference process, when the settings ask for one; closed last, after the
+        pipeline has drained."""
+        if not self.settings.inference_process:
+            return None
+        process = InferenceProcess(
+            device=self.settings.device,
+            threads=self.settings.threads,
+            timeout_s=self.settings.inference_timeout_s,
+            log_level=self.settings.log_level,
+            on_restart=self.metrics.inference_process_restarts.inc,
+        )
+        stack.callback(process.close)
+        return process
 
     def _time_left(self) -> float | None:
         """What a close may take of the drain deadline (None: no drain began; see

@@ -82,6 +82,11 @@ class Metrics:
             "or transient failures past the retry limit)",
             registry=r,
         )
+        self.inference_process_restarts = Counter(
+            f"{PREFIX}_inference_process_restarts",
+            "Times the inference process was started again after it died or hung",
+            registry=r,
+        )
         self.model_load_retries = Counter(
             f"{PREFIX}_model_load_retries",
             "New model versions tried again after a transient failure (Redis, memory)",

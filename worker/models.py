@@ -17,6 +17,7 @@ from model.settings import RegistrySettings
 from model.watcher import AliasChange, AliasWatcher
 from worker.errors import NoModelError
 from worker.inference import Model
+from worker.offload import InferenceProcess, OffloadedModel
 from worker.settings import WorkerSettings
 from worker.swap import Swapper
 
@@ -39,8 +40,17 @@ class Models(Protocol):
     def close(self) -> None: ...
 
 
-def classifier(data: bytes, sha256: str | None, version: int, settings: WorkerSettings) -> Model:
-    """Verified bytes -> a classifier on the configured device (not yet warmed up)."""
+def classifier(
+    data: bytes,
+    sha256: str | None,
+    version: int,
+    settings: WorkerSettings,
+    offload: InferenceProcess | None = None,
+) -> Model:
+    """Verified bytes -> a classifier on the configured device, or one whose forward passes
+    run in ``offload`` (not yet warmed up)."""
+    if offload is not None:
+        return OffloadedModel(data, sha256, version, offload)
     artifact = Artifact.from_bytes(data, sha256)
     return Classifier.from_artifact(
         artifact, version=version, device=settings.device, threads=settings.threads
@@ -51,22 +61,35 @@ class RegistryModels:
     """Models from the Redis registry alias ``settings.model_alias``; swaps on alias changes."""
 
     def __init__(
-        self, settings: WorkerSettings, redis: RedisSettings, registry: RegistrySettings
+        self,
+        settings: WorkerSettings,
+        redis: RedisSettings,
+        registry: RegistrySettings,
+        offload: InferenceProcess | None = None,
     ) -> None:
         self._settings = settings
+        self._offload = offload
         self._loader = ModelLoader.from_settings(redis, registry)
         self._watcher: AliasWatcher | None = None
 
     def current(self) -> Model:
         loaded = self._loader.load(self._settings.model_alias)
         return classifier(
-            loaded.data, loaded.manifest.artifact_sha256, loaded.version, self._settings
+            loaded.data,
+            loaded.manifest.artifact_sha256,
+            loaded.version,
+            self._settings,
+            self._offload,
         )
 
     def version(self, version: int) -> Model:
         loaded = self._loader.load_version(version)
         return classifier(
-            loaded.data, loaded.manifest.artifact_sha256, loaded.version, self._settings
+            loaded.data,
+            loaded.manifest.artifact_sha256,
+            loaded.version,
+            self._settings,
+            self._offload,
         )
 
     def watch(self, swapper: Swapper, serving: int) -> None:
@@ -107,14 +130,17 @@ class RegistryModels:
 class FileModels:
     """One model from an artifact file; nothing to watch."""
 
-    def __init__(self, path: Path, settings: WorkerSettings) -> None:
+    def __init__(
+        self, path: Path, settings: WorkerSettings, offload: InferenceProcess | None = None
+    ) -> None:
         self._path = path
         self._settings = settings
+        self._offload = offload
 
     def current(self) -> Model:
         data = self._path.read_bytes()
         version = Artifact.from_bytes(data).manifest.version or 1
-        return classifier(data, None, version, self._settings)
+        return classifier(data, None, version, self._settings, self._offload)
 
     def version(self, version: int) -> Model:
         raise NoModelError(f"serving {self._path}: there are no other versions")
@@ -127,11 +153,14 @@ class FileModels:
 
 
 def open_models(
-    settings: WorkerSettings, redis: RedisSettings, registry: RegistrySettings
+    settings: WorkerSettings,
+    redis: RedisSettings,
+    registry: RegistrySettings,
+    offload: InferenceProcess | None = None,
 ) -> Models:
     if settings.model_path is not None:
-        return FileModels(settings.model_path, settings)
-    return RegistryModels(settings, redis, registry)
+        return FileModels(settings.model_path, settings, offload)
+    return RegistryModels(settings, redis, registry, offload)
 
 
 def first_model(models: Models, stop: threading.Event) -> Model | None:

@@ -116,6 +116,12 @@ class WorkerSettings(BaseSettings):
     hot_swap: bool = True
     device: Device = "auto"
     threads: int = Field(default=1, ge=1, le=256)
+    inference_process: bool = False
+    """Run the models' forward passes in a child process (``worker.offload``), off the
+    worker's GIL; the worker keeps the encoder and the label decision."""
+    inference_timeout_s: float = Field(default=60.0, gt=0, le=3600)
+    """With ``inference_process``: how long one forward-pass request may take before the child
+    is taken for hung, killed and started again."""
     include_scores: bool = False
     """Put every label's score in each prediction, not only the labels that passed."""
     model_load_attempts: int = Field(default=5, ge=1, le=100)

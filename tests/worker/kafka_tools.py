@@ -119,6 +119,35 @@ def wait_until(condition: Callable[[], bool], timeout_s: float, what: str = "") 
         pause.wait(0.05)
 
 
+def child_pids(pid: int) -> list[int]:
+    """The processes ``pid`` started (any of its threads), from ``/proc``."""
+    found: list[int] = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as children:
+                found += [int(child) for child in children.read().split()]
+        except FileNotFoundError:
+            continue
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether any thread of ``pid`` still runs (a killed process's leader turns zombie
+    before its other threads are gone)."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        return False
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/stat") as stat:
+                if stat.read().split(") ", 1)[1][0] not in "ZX":
+                    return True
+        except FileNotFoundError:
+            continue
+    return False
+
+
 class WorkerProcess:
     """``python -m worker`` (or the ``tagstream`` CLI) with its JSON log in a file."""
 

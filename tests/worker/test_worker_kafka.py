@@ -25,6 +25,8 @@ from tests.worker.harness import LABELS, InProcess, articles, env_for, expected_
 from tests.worker.kafka_tools import (
     TopicReader,
     WorkerProcess,
+    alive,
+    child_pids,
     committed_offsets,
     produce,
     produce_steadily,
@@ -167,9 +169,14 @@ def test_three_workers_split_six_partitions_and_together_predict_everything(
     assert len(supervisor.events("worker stopped")) == 3
 
 
-@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+@pytest.mark.parametrize(
+    ("guarantee", "inference_process"),
+    [("at_least_once", False), ("exactly_once", False), ("exactly_once", True)],
+    ids=["at_least_once", "exactly_once", "exactly_once-inference_process"],
+)
 def test_a_worker_killed_mid_stream_loses_nothing(
     guarantee: str,
+    inference_process: bool,
     kafka_settings: KafkaSettings,
     service_env: dict[str, str],
     topics: Any,
@@ -179,7 +186,8 @@ def test_a_worker_killed_mid_stream_loses_nothing(
     processes: Callable[..., WorkerProcess],
 ) -> None:
     """SIGKILL after some predictions, restart: nothing missing; exactly-once (read with
-    read_committed) also nothing twice. Static membership lets the restart take over at once."""
+    read_committed) also nothing twice. Static membership lets the restart take over at once.
+    With the inference process, the killed worker's child goes with it."""
     t = topics(2)
     env = env_for(
         service_env,
@@ -191,13 +199,20 @@ def test_a_worker_killed_mid_stream_loses_nothing(
         processing_guarantee=guarantee,
         max_batch_size="16",
         commit_interval_ms="100",
+        inference_process=str(inference_process).lower(),
     )
     total = 3000
     produce(kafka_settings, t["input"], articles(total))
     predictions = reader(t["output"])
     first = processes(env, "first")
     wait_until(lambda: len(predictions.ids()) >= 400, 90, "400 predictions before the kill")
+    children = child_pids(first.process.pid)
+    assert len(children) == (1 if inference_process else 0), children
     first.kill()
+    for child in children:
+        wait_until(
+            lambda child=child: not alive(child), 30, f"the killed worker's child {child} gone"
+        )
     killed_at = len(predictions.snapshot())
     second = processes(env, "second")
     wait_until(lambda: len(predictions.ids()) == total, 120, "every article predicted")
@@ -250,7 +265,11 @@ def test_exactly_once_holds_across_a_rebalance_when_a_second_worker_joins(
     assert first.metric("rebalance_events_total", event="revoked") >= 4
 
 
+@pytest.mark.parametrize(
+    "inference_process", [False, True], ids=["in_process", "inference_process"]
+)
 def test_a_model_promoted_mid_stream_takes_over_and_a_broken_one_is_refused(
+    inference_process: bool,
     kafka_settings: KafkaSettings,
     redis_settings: RedisSettings,
     topics: Any,
@@ -264,7 +283,7 @@ def test_a_model_promoted_mid_stream_takes_over_and_a_broken_one_is_refused(
     registry.promote(first)
     produce(kafka_settings, t["input"], articles(600))
     predictions = reader(t["output"])
-    worker = in_process(t)
+    worker = in_process(t, inference_process=inference_process)
     try:
         wait_until(lambda: len(predictions.ids()) >= 200, 60, "predictions by the first model")
         broken = registry.publish(b"not a safetensors file", artifact.manifest)
