@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tokenizers import Encoding, Tokenizer
+from tokenizers import Encoding, Tokenizer, normalizers
 
+from corpus.reuters import load
 from model.encoder import PAD_ID, UNK_ID, TextEncoder
 from model.errors import ModelError
 
@@ -167,3 +168,48 @@ def test_expanding_texts_are_normalised_only_as_far_as_max_tokens_can_use() -> N
     assert encoder.encode(bodies) == expected
     assert max(n for call in recording.calls for n in call) <= 8 * (512 + 8)
     assert max(sum(call) for call in recording.calls) <= 1 << 15
+
+
+# -- the ASCII path: the library's ids without the library ------------------------------------
+def test_ascii_text_gets_the_librarys_ids_on_the_whole_reuters_corpus() -> None:
+    corpus = load()
+    texts = [a.text for a in corpus.train + corpus.validation + corpus.test]
+    assert sum(t.isascii() for t in texts) > 0.99 * len(texts)  # the path is the common one
+    for max_tokens in (128, 512):
+        encoder = TextEncoder.train([a.text for a in corpus.train], max_tokens=max_tokens)
+        assert encoder.encode(texts) == full_path(encoder, texts)
+
+
+ASCII = st.characters(max_codepoint=127)
+WORDY = st.sampled_from(["oil", "Oil", "OIL", "rose", "3.5", "pct", "_", "[", "]", "PAD", "UNK"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.text(ASCII, max_size=300) | st.lists(WORDY | st.text(ASCII, max_size=3)).map(" ".join),
+        max_size=6,
+    )
+)
+def test_any_ascii_text_gets_the_librarys_ids(texts: list[str]) -> None:
+    """Every ASCII character, control characters and the ones either side of ``\\w`` and
+    ``\\s`` included, and the special tokens' literals."""
+    for encoder in (_shared(), TextEncoder(_shared().tokenizer, max_tokens=512)):
+        assert encoder.encode(texts) == full_path(encoder, texts)
+
+
+def test_a_special_tokens_literal_is_matched_as_the_library_matches_it(
+    encoder: TextEncoder,
+) -> None:
+    ids = encoder.encode(["oil [PAD] rose [UNK]"])[0]
+    assert ids == full_path(encoder, ["oil [PAD] rose [UNK]"])[0]
+    assert ids[1] == PAD_ID  # the library's behaviour, kept: it matches added tokens first
+
+
+def test_an_encoder_with_another_pipeline_keeps_the_library() -> None:
+    """The ASCII path lower-cases; a tokenizer that does not must not get it."""
+    cased = TextEncoder.train(TEXTS, min_frequency=1, max_tokens=8).tokenizer
+    cased.normalizer = normalizers.NFKC()
+    encoder = TextEncoder(Tokenizer.from_str(cased.to_str()), max_tokens=8)
+    assert encoder.encode(["Oil OIL oil"]) == full_path(encoder, ["Oil OIL oil"])
+    assert encoder.encode(["Oil OIL oil"])[0][:2] == [UNK_ID, UNK_ID]
