@@ -14,7 +14,10 @@ and the processes it started (an inference process, ``TAGSTREAM_WORKER_INFERENCE
 model time inside the worker is its ``inference_seconds`` histogram; resident memory is
 ``VmRSS``, ``RssAnon`` and ``Pss`` at the end (steady state) and ``VmHWM``, each summed over
 the worker and its children (``VmRSS`` counts shared library pages once per process, ``Pss``
-splits them), and the worker's own ``VmRSS``. A lane adds environment variables to the
+splits them), and the worker's own ``VmRSS``. With one process, the worker's CPU over the span
+is also split by thread (``/proc/PID/task``), each thread named by ``py-spy dump`` when py-spy
+is found (``PY_SPY`` or the PATH): threads with no Python frames, such as a native library's
+pool, show as ``native``. A lane adds environment variables to the
 workers (a setting ``TAGSTREAM_WORKER_*``, or ``PYTHONPATH`` to run other code), so levers are
 compared inside one run; lanes and repeats are interleaved. Figures are medians (min-max).
 """
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -63,6 +67,8 @@ class Run:
     hwm_mib: float
     own_rss_mib: float
     """VmRSS of the worker's own process (the others include its inference process)."""
+    threads: dict[str, float]
+    """CPU seconds per article of each of the worker's threads (one process only)."""
 
 
 def alone(model: Classifier, token_ids: list[list[int]]) -> Alone:
@@ -148,6 +154,7 @@ def through(
                 raise TimeoutError("nothing consumed")
             time.sleep(0.01)
         started, cpu = time.perf_counter(), sum(w.cpu_seconds() for w in workers)
+        first = thread_cpu(workers[0].process.pid)
         spy = profile(workers[0], profile_s, profile_dir / f"{tag}.txt") if profile_s else None
         while done(after := summed(workers)) < len(backlog):
             if time.monotonic() > deadline:
@@ -155,6 +162,8 @@ def through(
             time.sleep(POLL_S)
         elapsed = time.perf_counter() - started
         cpu = sum(w.cpu_seconds() for w in workers) - cpu
+        last = thread_cpu(workers[0].process.pid)
+        by_thread = by_name(first, last, workers[0].process.pid) if processes == 1 else {}
         if spy is not None:
             spy.wait(timeout=120)
         n = len(backlog)
@@ -169,10 +178,61 @@ def through(
             pss_mib=max(sum(pss(p) for p in w.pids()) for w in workers),
             hwm_mib=max(sum(vm(p, "VmHWM") for p in w.pids()) for w in workers),
             own_rss_mib=max(vm(w.process.pid, "VmRSS") for w in workers),
+            threads={name: seconds / len(backlog) for name, seconds in by_thread.items()},
         )
     finally:
         for worker in workers:
             worker.stop()
+
+
+def thread_cpu(pid: int) -> dict[int, float]:
+    """User + system CPU seconds of each thread of ``pid``."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[int, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:  # the thread ended
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        out[int(task.name)] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+THREAD = re.compile(r'^Thread (\d+) \(\w+\): "([^"]*)"', re.MULTILINE)
+
+
+def thread_names(pid: int) -> dict[int, str]:
+    """Python thread names by native id, from ``py-spy dump`` (empty without py-spy)."""
+    spy = os.environ.get("PY_SPY") or shutil.which("py-spy")
+    if spy is None:
+        return {}
+    try:
+        dump = subprocess.run(
+            [spy, "dump", "--pid", str(pid)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    return {int(tid): name for tid, name in THREAD.findall(dump)}
+
+
+def by_name(first: dict[int, float], last: dict[int, float], pid: int) -> dict[str, float]:
+    """CPU seconds between two :func:`thread_cpu` readings, summed by thread name; kafka-python
+    names its threads after the client id, so those names are shortened to their role."""
+    names = thread_names(pid)
+    out: dict[str, float] = {}
+    for tid, seconds in last.items():
+        name = names.get(tid, "native" if names else f"thread {tid}")
+        if name.endswith("network-thread"):
+            name = "producer network thread"
+        elif name.startswith("kafka-io"):
+            name = "consumer network thread (kafka-io)"
+        out[name] = out.get(name, 0.0) + seconds - first.get(tid, 0.0)
+    return {name: seconds for name, seconds in out.items() if seconds > 0}
 
 
 def profile(worker: WorkerProcess, seconds: float, out: Path) -> subprocess.Popen[bytes] | None:
@@ -303,6 +363,8 @@ def main() -> None:
                     note(f"{key}: Pss at the end, MiB", run.pss_mib)
                     note(f"{key}: VmHWM, MiB", run.hwm_mib)
                     note(f"{key}: the worker's own VmRSS, MiB", run.own_rss_mib)
+                    for thread, seconds in sorted(run.threads.items(), key=lambda t: -t[1]):
+                        note(f"{key}: CPU ms per article, thread {thread}", seconds * 1000)
                     if processes == 1:
                         one = run.articles_per_s
                     elif one:

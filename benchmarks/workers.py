@@ -60,9 +60,14 @@ class WorkerProcess:
         env |= {f"TAGSTREAM_WORKER_{k.upper()}": v for k, v in settings.items()}
         env |= {"TAGSTREAM_WORKER_WORKER_ID": name, "TAGSTREAM_WORKER_METRICS_PORT": str(port)}
         log = log_dir / f"{name}.log"
+        # ``python -m`` puts the working directory first on sys.path, ahead of PYTHONPATH: a
+        # lane running other code (PYTHONPATH=<tree>) starts in that tree, or it would run this
+        # checkout's code under that lane's name.
+        code = extra.get("PYTHONPATH", "").split(os.pathsep)[0] or None
         with log.open("wb") as out:
             process = subprocess.Popen(
                 [sys.executable, "-m", "worker"],
+                cwd=code,
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
