@@ -58,6 +58,8 @@ POM = Path(__file__).resolve().parent.parent / "deploy" / "local" / "kafka" / "p
 LOG4J_CONFIG = POM.with_name("log4j2.properties")
 HOST = "127.0.0.1"
 SASL_USER = "tagstream"
+TERM_GRACE_S = 30.0
+"""How long a server has to exit after SIGTERM before it is killed."""
 
 
 class StackSettings(BaseSettings):
@@ -325,13 +327,19 @@ class LocalStack:
         with admin(KafkaSettings(bootstrap=state.kafka_bootstrap)) as client:
             client.upsert_scram_user(user, password)
 
-    def down(self) -> bool:
-        """Stop both servers and wait until they are gone; returns whether any ran."""
+    def down(self, *, discard: bool = False) -> bool:
+        """Stop both servers and wait until they are gone; returns whether any ran.
+
+        ``discard``: the data is thrown away after this (a test session's stack), so the
+        servers are killed at once instead of closing their logs cleanly, which for a broker
+        holding a test suite's thousands of partitions takes longer than its 30 s grace.
+        """
         state = self._read_state()
         if state is None:
             return False
         # state.json stays: the next ``up`` reuses its ports when they are still free.
-        return any([_stop(state, name, pid) for name, pid in state.pids.items()])
+        grace = 0.0 if discard else TERM_GRACE_S
+        return any([_stop(state, name, pid, grace) for name, pid in state.pids.items()])
 
     def stop_kafka(self) -> None:
         """Stop only the broker (for fault tests); ``start_kafka`` brings it back."""
@@ -629,10 +637,10 @@ def _spawn(command: list[str], log: Path, preexec: Callable[[], None] | None) ->
     return process.pid
 
 
-def _stop(state: StackState, name: str, pid: int) -> bool:
+def _stop(state: StackState, name: str, pid: int, grace_s: float = TERM_GRACE_S) -> bool:
     """Stop ``name``'s server if ``pid`` is still it; True if it was running."""
     if state.owns(pid):
-        return _terminate(pid)
+        return _terminate(pid, grace_s)
     identity = Identity.of(pid)
     if identity is not None:
         log.warning(
@@ -669,15 +677,17 @@ def _is_zombie(pid: int) -> bool:
         return False
 
 
-def _terminate(pid: int, timeout_s: float = 30.0) -> bool:
-    """SIGTERM the process group, SIGKILL it after ``timeout_s``; True if it was running."""
+def _terminate(pid: int, grace_s: float = TERM_GRACE_S) -> bool:
+    """SIGTERM the process group, SIGKILL it after ``grace_s`` (at once for 0); True if it
+    was running."""
     if not _alive(pid):
         _children.pop(pid, None)
         return False
-    _signal_group(pid, signal.SIGTERM)
-    if not _wait_gone(pid, timeout_s):
+    if grace_s > 0:
+        _signal_group(pid, signal.SIGTERM)
+    if grace_s <= 0 or not _wait_gone(pid, grace_s):
         _signal_group(pid, signal.SIGKILL)
-        _wait_gone(pid, timeout_s)
+        _wait_gone(pid, TERM_GRACE_S)
     return True
 
 

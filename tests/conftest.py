@@ -54,7 +54,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     try:
         yield Stack(state.kafka_bootstrap, state.redis_url, local)
     finally:
-        local.down()
+        local.down(discard=True)  # the session's data goes with its tmp dir
 
 
 @pytest.fixture

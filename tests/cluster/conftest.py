@@ -95,7 +95,7 @@ def _cluster_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSt
     try:
         yield local
     finally:
-        local.down()
+        local.down(discard=True)
 
 
 @pytest.fixture

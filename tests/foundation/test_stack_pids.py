@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -108,3 +111,44 @@ def test_a_process_matching_its_record_is_the_stacks_even_with_a_retitled_comman
     )
     assert LocalStack(StackSettings(dir=tmp_path / "stack")).down() is True
     assert stranger.wait(timeout=30) != 0
+
+
+STUBBORN = """
+import signal, sys, time
+from pathlib import Path
+signal.signal(signal.SIGTERM, lambda *_: Path(sys.argv[1]).write_text("SIGTERM"))
+Path(sys.argv[2]).write_text("ready")
+while True:
+    time.sleep(1)
+"""
+
+
+@pytest.mark.parametrize("discard", [False, True])
+def test_down_gives_a_server_its_grace_unless_the_data_is_discarded(
+    tmp_path: Path, discard: bool
+) -> None:
+    """A clean stop sends SIGTERM first (a broker closes its logs); a stack whose data is
+    thrown away (a test session's) is killed at once."""
+    termed, ready = tmp_path / "termed", tmp_path / "ready"
+    server = subprocess.Popen(
+        [sys.executable, "-c", STUBBORN, str(termed), str(ready)], start_new_session=True
+    )
+    try:
+        for _ in range(300):
+            if ready.exists():
+                break
+            time.sleep(0.1)
+        identity = Identity.of(server.pid)
+        assert identity is not None
+        write_state(
+            tmp_path / "stack",
+            server.pid,
+            {str(server.pid): [identity.start_ticks, list(identity.cmdline)]},
+        )
+        with mock.patch("tagstream.stack.TERM_GRACE_S", 1.0):
+            assert LocalStack(StackSettings(dir=tmp_path / "stack")).down(discard=discard)
+        assert server.wait(timeout=30) == -signal.SIGKILL
+        assert termed.exists() is not discard
+    finally:
+        server.kill()
+        server.wait(timeout=30)

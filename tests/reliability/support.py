@@ -489,7 +489,7 @@ def private_stack(directory: Path) -> Iterator[tuple[LocalStack, StackState]]:
     try:
         yield local, state
     finally:
-        local.down()
+        local.down(discard=True)
 
 
 def wait_for_growth(count: Callable[[], int], timeout_s: float, what: str) -> float:
