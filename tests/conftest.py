@@ -124,3 +124,21 @@ def service_env(stack: Stack, redis_settings: RedisSettings, tmp_path: Path) -> 
         "PYTHONUNBUFFERED": "1",
     }
     return env
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Name every child process still running when the suite ends: a test or fixture that
+    leaves one behind shows up here (and as a ``ResourceWarning`` when its ``Popen`` is
+    collected), with its command line, instead of as a bare pid."""
+    mine = str(os.getpid())
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+            state, parent = text[text.rindex(")") + 2 :].split()[:2]
+            if parent != mine or state == "Z":
+                continue
+            command = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, ValueError):
+            continue
+        print(f"\nchild process still running at the end of the session: {stat.parent.name}")
+        print(f"    {command[:300]}")
