@@ -336,10 +336,13 @@ class LocalStack:
         """
         state = self._read_state()
         if state is None:
+            _reap()
             return False
         # state.json stays: the next ``up`` reuses its ports when they are still free.
         grace = 0.0 if discard else TERM_GRACE_S
-        return any([_stop(state, name, pid, grace) for name, pid in state.pids.items()])
+        stopped = any([_stop(state, name, pid, grace) for name, pid in state.pids.items()])
+        _reap()
+        return stopped
 
     def stop_kafka(self) -> None:
         """Stop only the broker (for fault tests); ``start_kafka`` brings it back."""
@@ -369,6 +372,7 @@ class LocalStack:
         node = state.node(node_id)
         if state.owns(node.pid):
             raise StackError(f"Kafka node {node_id} is running (pid {node.pid})")
+        _reap()  # the node's previous process, when it ended without the stack stopping it
         self._write_properties(node, state.nodes)
         state = state.with_node(replace(node, pid=self._spawn_kafka(node)))
         self._write_state(state)
@@ -650,8 +654,25 @@ def _stop(state: StackState, name: str, pid: int, grace_s: float = TERM_GRACE_S)
             recorded=state.started.get(str(pid)),
             now=" ".join(identity.cmdline),
         )
-    _children.pop(pid, None)
+    _collect(pid)
     return False
+
+
+def _reap() -> None:
+    """Collect the exit status of every server this process started that has ended (a node
+    killed from outside and started again leaves its old process behind otherwise)."""
+    for pid, child in list(_children.items()):
+        if child.poll() is not None:
+            del _children[pid]
+
+
+def _collect(pid: int) -> None:
+    """Forget ``pid``; when it was a server this process started that has ended on its own (a
+    zombie: the stack no longer owns it), collect its exit status, so no child is left for
+    the interpreter's exit to find unwaited."""
+    child = _children.pop(pid, None)
+    if child is not None:
+        child.poll()
 
 
 def _run_checked(command: list[str], what: str) -> None:
@@ -681,7 +702,7 @@ def _terminate(pid: int, grace_s: float = TERM_GRACE_S) -> bool:
     """SIGTERM the process group, SIGKILL it after ``grace_s`` (at once for 0); True if it
     was running."""
     if not _alive(pid):
-        _children.pop(pid, None)
+        _collect(pid)
         return False
     if grace_s > 0:
         _signal_group(pid, signal.SIGTERM)

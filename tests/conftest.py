@@ -9,9 +9,11 @@ freshly flushed Redis database.
 
 from __future__ import annotations
 
+import gc
 import itertools
 import os
 import re
+import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -142,3 +144,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
             continue
         print(f"\nchild process still running at the end of the session: {stat.parent.name}")
         print(f"    {command[:300]}")
+    for process in [o for o in gc.get_objects() if issubclass(type(o), subprocess.Popen)]:
+        if process.returncode is None:
+            proc = Path(f"/proc/{process.pid}/stat")
+            alive = proc.read_text().split(") ")[-1][:1] if proc.exists() else "gone"
+            print(f"\nPopen not waited for at the end of the session: pid {process.pid} ({alive})")
+            print(f"    {str(process.args)[:300]}")

@@ -12,10 +12,12 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 from unittest import mock
 
 import pytest
 
+from tagstream import stack as stack_module
 from tagstream.stack import Identity, LocalStack, StackSettings
 
 TAGSTREAM = [sys.executable, "-m", "tagstream"]
@@ -152,3 +154,38 @@ def test_down_gives_a_server_its_grace_unless_the_data_is_discarded(
     finally:
         server.kill()
         server.wait(timeout=30)
+
+
+class _NotOwned:
+    """A stack state that no longer owns its pid (a server that died: its zombie has no
+    command line to match)."""
+
+    started: ClassVar[dict[str, object]] = {}
+
+    def owns(self, pid: int) -> bool:
+        return False
+
+
+def test_a_server_that_died_on_its_own_is_collected_when_the_stack_stops(tmp_path: Path) -> None:
+    pid = stack_module._spawn(["true"], tmp_path / "server.log", None)
+    process = stack_module._children[pid]
+    for _ in range(300):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat[stat.rindex(")") + 2] == "Z":
+            break
+        time.sleep(0.05)
+    assert stack_module._stop(_NotOwned(), "kafka node 2", pid) is False  # type: ignore[arg-type]
+    assert process.returncode == 0, "the dead server's status was never collected"
+
+
+def test_a_node_that_ended_unseen_is_collected_when_the_stack_goes_down(tmp_path: Path) -> None:
+    """A node killed from outside and started again: its old process is in no state file."""
+    pid = stack_module._spawn(["true"], tmp_path / "server.log", None)
+    process = stack_module._children[pid]
+    for _ in range(300):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat[stat.rindex(")") + 2] == "Z":
+            break
+        time.sleep(0.05)
+    assert LocalStack(StackSettings(dir=tmp_path / "empty")).down() is False  # no state.json
+    assert process.returncode == 0, "the old node's status was never collected"
