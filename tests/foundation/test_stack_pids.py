@@ -156,6 +156,17 @@ def test_down_gives_a_server_its_grace_unless_the_data_is_discarded(
         server.wait(timeout=30)
 
 
+def ended_server(tmp_path: Path) -> tuple[int, subprocess.Popen[bytes]]:
+    """A server the stack started that has ended by itself and is not collected yet."""
+    pid = stack_module._spawn(["true"], tmp_path / "server.log", None)
+    for _ in range(300):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat[stat.rindex(")") + 2] == "Z":
+            break
+        time.sleep(0.05)
+    return pid, stack_module._children[pid]
+
+
 class _NotOwned:
     """A stack state that no longer owns its pid (a server that died: its zombie has no
     command line to match)."""
@@ -167,25 +178,13 @@ class _NotOwned:
 
 
 def test_a_server_that_died_on_its_own_is_collected_when_the_stack_stops(tmp_path: Path) -> None:
-    pid = stack_module._spawn(["true"], tmp_path / "server.log", None)
-    process = stack_module._children[pid]
-    for _ in range(300):
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        if stat[stat.rindex(")") + 2] == "Z":
-            break
-        time.sleep(0.05)
+    pid, process = ended_server(tmp_path)
     assert stack_module._stop(_NotOwned(), "kafka node 2", pid) is False  # type: ignore[arg-type]
     assert process.returncode == 0, "the dead server's status was never collected"
 
 
 def test_a_node_that_ended_unseen_is_collected_when_the_stack_goes_down(tmp_path: Path) -> None:
     """A node killed from outside and started again: its old process is in no state file."""
-    pid = stack_module._spawn(["true"], tmp_path / "server.log", None)
-    process = stack_module._children[pid]
-    for _ in range(300):
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        if stat[stat.rindex(")") + 2] == "Z":
-            break
-        time.sleep(0.05)
+    _, process = ended_server(tmp_path)
     assert LocalStack(StackSettings(dir=tmp_path / "empty")).down() is False  # no state.json
     assert process.returncode == 0, "the old node's status was never collected"
