@@ -654,25 +654,18 @@ def _stop(state: StackState, name: str, pid: int, grace_s: float = TERM_GRACE_S)
             recorded=state.started.get(str(pid)),
             now=" ".join(identity.cmdline),
         )
-    _collect(pid)
+    _reap()
     return False
 
 
 def _reap() -> None:
-    """Collect the exit status of every server this process started that has ended (a node
-    killed from outside and started again leaves its old process behind otherwise)."""
+    """Collect the exit status of every server this process started that has ended, so none
+    is left for the interpreter's exit to find unwaited: a server that ended on its own is a
+    zombie the stack no longer owns (no command line to match), and a node killed from
+    outside and started again leaves its old process behind."""
     for pid, child in list(_children.items()):
         if child.poll() is not None:
             del _children[pid]
-
-
-def _collect(pid: int) -> None:
-    """Forget ``pid``; when it was a server this process started that has ended on its own (a
-    zombie: the stack no longer owns it), collect its exit status, so no child is left for
-    the interpreter's exit to find unwaited."""
-    child = _children.pop(pid, None)
-    if child is not None:
-        child.poll()
 
 
 def _run_checked(command: list[str], what: str) -> None:
@@ -702,7 +695,7 @@ def _terminate(pid: int, grace_s: float = TERM_GRACE_S) -> bool:
     """SIGTERM the process group, SIGKILL it after ``grace_s`` (at once for 0); True if it
     was running."""
     if not _alive(pid):
-        _collect(pid)
+        _reap()
         return False
     if grace_s > 0:
         _signal_group(pid, signal.SIGTERM)
