@@ -172,6 +172,12 @@ class Stream:
                 self.restarts.append({"slot": slot, "exit_code": code, "reason": _reason(worker)})
                 self.workers[slot] = self._worker(slot, incarnation=len(self.restarts))
 
+    def stop_supervising(self) -> None:
+        """No more restarts: at the end, and when a test fails before its end (else the
+        supervisor would start again each worker the ``processes`` fixture stops)."""
+        self._stopping.set()
+        self._supervisor.join(timeout=10)
+
     @property
     def kafka(self) -> KafkaSettings:
         return self.cluster.kafka
@@ -240,8 +246,7 @@ class Stream:
             predictions.close()
         store = self.tmp_path / "store.db"
         wait_until(lambda: len(stored_ids(store)) >= self.labelled, patience_s, "all stored")
-        self._stopping.set()
-        self._supervisor.join(timeout=10)
+        self.stop_supervising()
         for process in [*self.workers, self.trainer]:
             if process.process.poll() is None:
                 process.signal(15)

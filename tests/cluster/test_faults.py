@@ -27,12 +27,13 @@ from tests.cluster.scenarios import (
     first_prediction_after,
 )
 from tests.reliability.support import record
-from tests.worker.kafka_tools import WorkerProcess, wait_until
+from tests.worker.kafka_tools import TopicReader, WorkerProcess, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.cluster_scenario]
 
 
 def _stream(
+    request: pytest.FixtureRequest,
     cluster: Cluster,
     service_env: dict[str, str],
     toy_model: Path,
@@ -41,8 +42,10 @@ def _stream(
     guarantee: str,
     relayed: set[int] | None = None,
 ) -> Stream:
+    """The scenario's stream; its supervisor stops when the test ends, passed or failed,
+    before the ``processes`` fixture stops the processes (finalizers run last in, first out)."""
     size = cluster_scale()
-    return Stream(
+    stream = Stream(
         cluster,
         service_env,
         toy_model,
@@ -53,6 +56,8 @@ def _stream(
         size.articles / size.stream_s,
         relayed or set(),
     )
+    request.addfinalizer(stream.stop_supervising)
+    return stream
 
 
 STOPS = (
@@ -85,6 +90,7 @@ def _check(outcome: Outcome, stream: Stream) -> None:
 @pytest.mark.parametrize("guarantee", GUARANTEES)
 def test_the_leader_of_the_busiest_partition_killed_and_back_20_s_later(
     guarantee: str,
+    request: pytest.FixtureRequest,
     cluster: Cluster,
     service_env: dict[str, str],
     toy_model: Path,
@@ -95,7 +101,7 @@ def test_the_leader_of_the_busiest_partition_killed_and_back_20_s_later(
     another in-sync replica takes over and the stream goes on; the node comes back 20 s
     later and catches up."""
     size = cluster_scale()
-    stream = _stream(cluster, service_env, toy_model, processes, tmp_path, guarantee)
+    stream = _stream(request, cluster, service_env, toy_model, processes, tmp_path, guarantee)
     stream.wait_under_way()
     partition, leader = stream.busiest_input_partition()
     killed_at = time.time()
@@ -128,6 +134,7 @@ def test_the_leader_of_the_busiest_partition_killed_and_back_20_s_later(
 @pytest.mark.parametrize("guarantee", GUARANTEES)
 def test_the_active_controller_killed(
     guarantee: str,
+    request: pytest.FixtureRequest,
     cluster: Cluster,
     service_env: dict[str, str],
     toy_model: Path,
@@ -137,7 +144,7 @@ def test_the_active_controller_killed(
     """kill -9 of the KRaft quorum's leader (also a broker) mid-stream: the other two elect
     a new one and the stream goes on; the node comes back and rejoins as a follower."""
     size = cluster_scale()
-    stream = _stream(cluster, service_env, toy_model, processes, tmp_path, guarantee)
+    stream = _stream(request, cluster, service_env, toy_model, processes, tmp_path, guarantee)
     stream.wait_under_way()
     with admin(cluster.kafka) as client:
         controller = client.quorum().leader
@@ -174,6 +181,7 @@ def test_the_active_controller_killed(
 @pytest.mark.parametrize("guarantee", GUARANTEES)
 def test_two_brokers_down_commit_nothing_and_everything_resumes_when_one_returns(
     guarantee: str,
+    request: pytest.FixtureRequest,
     cluster: Cluster,
     service_env: dict[str, str],
     toy_model: Path,
@@ -184,26 +192,27 @@ def test_two_brokers_down_commit_nothing_and_everything_resumes_when_one_returns
     quorum has one voter of three). Results are refused, the workers say so in their logs
     and commit nothing; when one node returns every article is predicted."""
     size = cluster_scale()
-    stream = _stream(cluster, service_env, toy_model, processes, tmp_path, guarantee)
+    stream = _stream(request, cluster, service_env, toy_model, processes, tmp_path, guarantee)
     stream.wait_under_way()
     down = cluster.node_ids[1:]
-    stopped_at = time.time()
-    for node_id in down:
-        cluster.local.stop_node(node_id)
-    outage_started = time.monotonic()
-    threading.Event().wait(2.0)  # transactions the last stop caught half-way end first
-    stable_from = _stable_offsets(cluster, stream.topics["output"])
-    threading.Event().wait(max(1.0, size.min_isr_down_s - (time.monotonic() - outage_started)))
-    stable_to = _stable_offsets(cluster, stream.topics["output"])
+    output = _caught_up_reader(cluster, stream.topics["output"])
+    try:
+        stopped_at = time.time()
+        for node_id in down:
+            cluster.local.stop_node(node_id)
+        outage_started = time.monotonic()
+        threading.Event().wait(2.0)  # transactions the last stop caught half-way end first
+        before = len(output.snapshot())
+        outage_left_s = size.min_isr_down_s - (time.monotonic() - outage_started)
+        threading.Event().wait(max(1.0, outage_left_s))
+        during = len(output.snapshot()) - before
+    finally:
+        output.close()
     refusals = _refusals(stream)
     probe = probe_send(cluster.state.kafka_bootstrap, stream.topics["dlq"], b"not an article", 10)
     cluster.local.start_node(down[0])
     back_at = time.time()
     outcome = stream.finish(size.patience_s)
-    during = sum(
-        stable_from[r["_partition"]] <= r["_offset"] < stable_to[r["_partition"]]
-        for r in outcome.records
-    )
     record(
         "cluster-e-min-isr-unmet",
         **stream.figures(
@@ -232,21 +241,26 @@ def _answered(condition: Callable[[], bool]) -> bool:
         return False
 
 
-def _stable_offsets(cluster: Cluster, topic: str) -> dict[int, int]:
-    """Each partition's last stable offset: every committed record of the partition lies
-    below it, and a record committed later lands at or above it. Counting the committed
-    records between two such readings needs no reader to have caught up meanwhile (a reader
-    opened during the outage may still be fetching what was committed before it)."""
-    found: dict[int, int] = {}
-
-    def read() -> bool:
-        with admin(cluster.kafka, timeout_s=5.0) as client:
-            offsets = client.end_offsets(topic, committed=True)
-        found.update({tp.partition: offset for tp, offset in offsets.items()})
-        return True
-
-    wait_until(lambda: _answered(read), 30, f"the last stable offsets of {topic}")
-    return found
+def _caught_up_reader(cluster: Cluster, topic: str) -> TopicReader:
+    """A read_committed reader of ``topic`` that has read up to the last stable offsets of a
+    moment ago, while every node is up. It must be under way before the outage: once two
+    nodes are down, a partition whose leadership moved answers no offset lookup
+    (``OFFSET_NOT_AVAILABLE`` until its new leader's high watermark catches up, which takes
+    the stopped followers), so a reader opened then may not start reading until the outage
+    ends, and would see nothing, or catch up on old records in the middle of it."""
+    with admin(cluster.kafka) as client:
+        stable = {tp.partition: at for tp, at in client.end_offsets(topic, committed=True).items()}
+    reader = TopicReader(cluster.kafka, topic)
+    try:
+        wait_until(
+            lambda: all(reader.positions().get(p, -1) >= at for p, at in stable.items()),
+            30,
+            f"a reader of {topic} at its last stable offsets {stable}",
+        )
+    except BaseException:
+        reader.close()
+        raise
+    return reader
 
 
 def _refusals(stream: Stream) -> int:

@@ -63,6 +63,7 @@ def _assigned_after(worker: WorkerProcess, wall_time: float) -> set[int]:
 @pytest.mark.parametrize("guarantee", GUARANTEES)
 def test_a_worker_cut_off_from_every_broker_is_fenced_and_commits_nothing_after(
     guarantee: str,
+    request: pytest.FixtureRequest,
     cluster: Cluster,
     relays: list[Relay],
     service_env: dict[str, str],
@@ -76,7 +77,9 @@ def test_a_worker_cut_off_from_every_broker_is_fenced_and_commits_nothing_after(
     and before it rejoined the group is ever committed (its transaction is fenced or
     aborted); after it rejoins it works on what it is given again."""
     size = cluster_scale()
-    stream = _stream(cluster, service_env, toy_model, processes, tmp_path, guarantee, {CUT})
+    stream = _stream(
+        request, cluster, service_env, toy_model, processes, tmp_path, guarantee, {CUT}
+    )
     stream.wait_under_way()
     cut_worker = stream.workers[CUT]
     held = set(cut_worker.events("partitions assigned")[-1]["partitions"])
@@ -136,6 +139,7 @@ def test_a_worker_cut_off_from_every_broker_is_fenced_and_commits_nothing_after(
 @pytest.mark.parametrize("guarantee", GUARANTEES)
 def test_a_rolling_restart_of_all_three_brokers_under_load(
     guarantee: str,
+    request: pytest.FixtureRequest,
     cluster: Cluster,
     service_env: dict[str, str],
     toy_model: Path,
@@ -145,7 +149,7 @@ def test_a_rolling_restart_of_all_three_brokers_under_load(
     """Each node in turn is stopped (SIGTERM), started again, and the next one waits until
     no partition is under-replicated, as an operator upgrading the cluster would."""
     size = cluster_scale()
-    stream = _stream(cluster, service_env, toy_model, processes, tmp_path, guarantee)
+    stream = _stream(request, cluster, service_env, toy_model, processes, tmp_path, guarantee)
     stream.wait_under_way(0.1)
     started_at = time.time()
     for node_id in cluster.node_ids:

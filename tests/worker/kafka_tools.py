@@ -77,6 +77,7 @@ class TopicReader:
         self._consumer.assign([TopicPartition(topic, p) for p in partitions])
         self._consumer.seek_to_beginning()
         self.records: list[dict[str, Any]] = []
+        self._positions: dict[int, int] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -87,6 +88,17 @@ class TopicReader:
             for batch in self._consumer.poll(timeout_ms=100).values():
                 with self._lock:
                     self.records += [json.loads(r.value) for r in batch]
+            positions = {
+                tp.partition: self._consumer.position(tp, timeout_ms=0)
+                for tp in self._consumer.assignment()
+            }
+            with self._lock:
+                self._positions = {p: at for p, at in positions.items() if at is not None}
+
+    def positions(self) -> dict[int, int]:
+        """The next offset to be read, per partition whose position is known yet."""
+        with self._lock:
+            return dict(self._positions)
 
     def snapshot(self) -> list[dict[str, Any]]:
         with self._lock:
