@@ -191,8 +191,8 @@ def settled(condition: Callable[[], bool], timeout_s: float) -> bool:
 
 
 def read_topic(kafka: KafkaSettings, topic: str, timeout_s: float = 60.0) -> list[dict[str, Any]]:
-    """Every committed record of ``topic`` (JSON values, with ``_partition``, ``_offset`` and
-    ``_timestamp``, the record's CreateTime in seconds, added), read until each partition's end.
+    """Every committed record of ``topic`` (JSON values, with ``_partition`` and ``_timestamp``,
+    the record's CreateTime in seconds, added), read until each partition's end.
 
     A read_committed consumer's end offset is the last stable offset, so once no
     transaction is open this is everything the topic will ever show a reader.
@@ -218,7 +218,6 @@ def read_topic(kafka: KafkaSettings, topic: str, timeout_s: float = 60.0) -> lis
                 for r in batch:
                     value = json.loads(r.value)
                     value["_partition"] = tp.partition
-                    value["_offset"] = r.offset
                     value["_timestamp"] = r.timestamp / 1000
                     records.append(value)
         return records
