@@ -29,7 +29,12 @@ from tests.cluster.scenarios import (
 from tests.reliability.support import record
 from tests.worker.kafka_tools import TopicReader, WorkerProcess, wait_until
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.cluster_scenario]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.cluster_scenario,
+    pytest.mark.timeout(900),
+]
 
 
 def _stream(

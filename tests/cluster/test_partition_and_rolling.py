@@ -21,7 +21,12 @@ from tests.cluster.test_faults import _check, _stream
 from tests.reliability.support import longest_gap_s, record, timestamp
 from tests.worker.kafka_tools import WorkerProcess, wait_until
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.cluster_scenario]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.cluster_scenario,
+    pytest.mark.timeout(900),
+]
 
 CUT = 0
 """The slot of the worker that reaches Kafka through the relays."""
