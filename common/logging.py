@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import TextIO, cast
+import threading
 
 import structlog
 
@@ -31,23 +31,34 @@ def configure(level: str = "INFO", *, json: bool | None = None) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=cast(TextIO, _CurrentStderr())),
+        logger_factory=_LineLogger,
         cache_logger_on_first_use=True,
     )
 
 
-class _CurrentStderr:
-    """Whatever ``sys.stderr`` is at each write, not the stream it was at configure time.
+class _LineLogger:
+    """Writes each record and its newline to whatever ``sys.stderr`` is now, in one write.
 
-    A cached logger would otherwise keep writing to a stream that was since replaced and
-    closed (a test runner's capture, a daemon that redirected its output).
+    ``print`` writes the newline separately; with ``PYTHONUNBUFFERED=1`` each part is its own
+    system call, and processes that share one stderr (a supervisor's workers) interleave
+    them, putting two records on one line. A single write of a line under the pipe buffer
+    size is atomic. Following the current ``sys.stderr`` rather than the one at configure time
+    keeps a cached logger writing after its first stream was replaced and closed (a test
+    runner's capture, a daemon that redirected its output).
     """
 
-    def write(self, text: str) -> int:
-        return sys.stderr.write(text)
+    _lock = threading.Lock()
 
-    def flush(self) -> None:
-        sys.stderr.flush()
+    def __init__(self, *_args: object) -> None:
+        pass
+
+    def msg(self, message: str) -> None:
+        line = message + "\n"
+        with self._lock:
+            sys.stderr.write(line)
+            sys.stderr.flush()
+
+    log = debug = info = warn = warning = error = critical = exception = fatal = msg
 
 
 def get_logger(name: str) -> structlog.typing.FilteringBoundLogger:

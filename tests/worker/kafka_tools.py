@@ -178,12 +178,16 @@ class WorkerProcess:
 
     def lines(self) -> list[dict[str, Any]]:
         parsed = []
-        for line in self.log_path.read_text(errors="replace").splitlines():
+        lines = self.log_path.read_text(errors="replace").splitlines()
+        for number, line in enumerate(lines):
             if line.startswith("{"):
                 try:
                     parsed.append(json.loads(line))
                 except json.JSONDecodeError:
-                    continue
+                    # Only the last line may be caught mid-write; any other broken record
+                    # means the log writer split or merged lines, which readers must see.
+                    if number < len(lines) - 1:
+                        raise AssertionError(f"{self.log_path}: not one record: {line!r}")
         return parsed
 
     def events(self, name: str) -> list[dict[str, Any]]:
