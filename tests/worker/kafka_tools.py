@@ -187,7 +187,7 @@ class WorkerProcess:
                     # Only the last line may be caught mid-write; any other broken record
                     # means the log writer split or merged lines, which readers must see.
                     if number < len(lines) - 1:
-                        raise AssertionError(f"{self.log_path}: not one record: {line!r}")
+                        raise AssertionError(f"{self.log_path}: not one record: {line!r}") from None
         return parsed
 
     def events(self, name: str) -> list[dict[str, Any]]:
