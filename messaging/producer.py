@@ -29,6 +29,15 @@ new epoch (:func:`_refusals_are_not_fatal`). A transactional producer aborts the
 such a refusal spoils, but its sequence numbers keep the gap and the next transaction's
 records to that partition fail; so after that abort the client is replaced by a new one with
 the same ``transactional_id`` (``init_transactions`` starts a fresh epoch).
+
+kafka-python 3.0.12's sender drops a transactional request for good when the coordinator it
+is addressed to cannot be reached: ``KafkaClient.await_ready`` raises instead of returning
+false, and the handler for that looks the coordinator up again but never re-queues the
+request. A commit, abort or offsets request that finds its coordinator's node dead (a killed
+broker, a controller failover) is then never answered, and the transaction times out on the
+broker, which fences the producer. Here the sender sees such a node as not ready, so the
+request goes back on the queue and is sent to the new coordinator
+(:func:`_unreachable_coordinators_are_looked_up_again`).
 """
 
 from __future__ import annotations
@@ -94,6 +103,7 @@ class Producer:
         with translated():
             producer = KafkaProducer(**self._config)
         self._producer = producer
+        _unreachable_coordinators_are_looked_up_again(producer)
         if "transactional_id" in self._config:
             self._init_transactions()
         else:
@@ -221,6 +231,33 @@ def close_kafka_producer(producer: KafkaProducer, timeout_s: float) -> None:
         producer._sender.force_close()
         producer._sender.join(max(timeout_s, WAIT_SLICE_S))
         producer.close(timeout=0)
+
+
+class _SenderClient:
+    """The client as the producer's sender sees it: a node it cannot reach is not ready.
+
+    Everything but :meth:`await_ready` goes to the client itself.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def await_ready(self, node_id: Any, timeout_ms: int = 30_000) -> bool:
+        try:
+            return bool(self._client.await_ready(node_id, timeout_ms=timeout_ms))
+        except kafka_errors.KafkaConnectionError:
+            return False
+
+
+def _unreachable_coordinators_are_looked_up_again(producer: KafkaProducer) -> None:
+    """Make the sender re-queue a transactional request whose coordinator cannot be reached,
+    instead of dropping it (see the module docstring)."""
+    sender = producer._sender
+    if not isinstance(sender._client, _SenderClient):
+        sender._client = _SenderClient(sender._client)
 
 
 REFUSED_FOR_ITSELF = (*REFUSED, kafka_errors.TopicAuthorizationFailedError)

@@ -3,10 +3,12 @@ two in sync before a write counts; ``stack status`` and ``stack node`` see and d
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
+import time
 import uuid
 
 import pytest
@@ -18,6 +20,7 @@ from messaging.config import client_config
 from tagstream.stack import KafkaNode, _server_properties
 from tests.cluster.conftest import Cluster
 from tests.cluster.probe import ACKNOWLEDGED, probe_send
+from tests.reliability.support import read_topic
 from tests.worker.kafka_tools import wait_until
 
 TAGSTREAM = [sys.executable, "-m", "tagstream"]
@@ -93,6 +96,37 @@ def test_acks_all_writes_need_two_nodes_in_sync(cluster: Cluster) -> None:
     assert re.match(r"(NotEnoughReplicas|KafkaTimeout)", refused), refused
     cluster.local.start_node(others[0])
     assert probe_send(bootstrap, topic, b"back to two", timeout_s=60) == ACKNOWLEDGED
+
+
+@pytest.mark.integration
+def test_a_transaction_commits_after_its_coordinator_was_killed(cluster: Cluster) -> None:
+    """The commit's request finds its coordinator's node dead: it goes to the new coordinator,
+    and the transaction commits well within the deadline (kafka-python dropped the request, and
+    the commit waited until the deadline; see messaging/producer.py)."""
+    topic = f"txn-failover-{uuid.uuid4().hex[:8]}"
+    ensure_topics(cluster.kafka, {topic: 1})
+    producer = Producer(cluster.kafka, transactional_id=f"t-{topic}", transaction_timeout_s=60)
+    try:
+        producer.begin()
+        producer.send(topic, b"k", json.dumps({"n": 1}).encode(), None)
+        producer.flush(30)
+        cluster.local.kill_node(_transaction_coordinator(producer))
+        started = time.monotonic()
+        producer.commit()
+        committed_s = time.monotonic() - started
+    finally:
+        producer.close(5)
+    assert [r["n"] for r in read_topic(cluster.kafka, topic)] == [1]
+    assert committed_s < 45, f"the commit took {committed_s:.1f} s"
+
+
+def _transaction_coordinator(producer: Producer) -> int:
+    """The node id of ``producer``'s transaction coordinator (kafka-python names it
+    ``coordinator-N``)."""
+    manager = producer._producer._transaction_manager
+    name = manager._transaction_coordinator
+    assert name is not None, "no transaction coordinator known yet"
+    return int(str(name).rsplit("-", 1)[-1])
 
 
 @pytest.mark.integration
