@@ -88,13 +88,6 @@ GUARANTEES = [
 ]
 """Both guarantees; the exactly-once runs stay out of ``make test`` until they pass every time
 (docs/reliability.md, section 12)."""
-TRANSACTION_DEADLINE_S = 120
-"""The workers' deadline on each transactional call (default 30 s). When the node holding a
-worker's transaction coordinator dies, kafka-python 3.0.12's sender waits up to
-``request_timeout_ms`` (30 s) for a connection to it before looking the coordinator up again,
-and may pick the dead node again for the lookup: with 30 s the offsets call and then the abort
-missed their deadlines and the worker's delivery stage failed (docs/reliability.md, section 9,
-open points)."""
 
 
 def cluster_scale() -> ClusterScale:
@@ -201,7 +194,6 @@ class Stream:
             "worker_id": self.worker_id(slot),
             "model_path": str(self.toy_model),
             "processing_guarantee": self.guarantee,
-            "transaction_timeout_s": str(TRANSACTION_DEADLINE_S),
             "log_level": "DEBUG",  # each committed transaction and where each reading starts
         }
         env = self.env | {f"TAGSTREAM_WORKER_{k.upper()}": v for k, v in values.items()}
