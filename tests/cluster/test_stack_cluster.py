@@ -8,7 +8,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 import uuid
 
 import pytest
@@ -100,9 +99,9 @@ def test_acks_all_writes_need_two_nodes_in_sync(cluster: Cluster) -> None:
 
 @pytest.mark.integration
 def test_a_transaction_commits_after_its_coordinator_was_killed(cluster: Cluster) -> None:
-    """The commit's request finds its coordinator's node dead: it goes to the new coordinator,
-    and the transaction commits well within the deadline (kafka-python dropped the request, and
-    the commit waited until the deadline; see messaging/producer.py)."""
+    """The commit's request finds its coordinator's node dead: it goes to the new coordinator
+    and the transaction commits within the deadline (kafka-python dropped the request, and the
+    commit raised DeadlineError when the deadline passed; see messaging/producer.py)."""
     topic = f"txn-failover-{uuid.uuid4().hex[:8]}"
     ensure_topics(cluster.kafka, {topic: 1})
     producer = Producer(cluster.kafka, transactional_id=f"t-{topic}", transaction_timeout_s=60)
@@ -111,13 +110,10 @@ def test_a_transaction_commits_after_its_coordinator_was_killed(cluster: Cluster
         producer.send(topic, b"k", json.dumps({"n": 1}).encode(), None)
         producer.flush(30)
         cluster.local.kill_node(_transaction_coordinator(producer))
-        started = time.monotonic()
         producer.commit()
-        committed_s = time.monotonic() - started
     finally:
         producer.close(5)
     assert [r["n"] for r in read_topic(cluster.kafka, topic)] == [1]
-    assert committed_s < 45, f"the commit took {committed_s:.1f} s"
 
 
 def _transaction_coordinator(producer: Producer) -> int:
