@@ -255,9 +255,7 @@ class _SenderClient:
 def _unreachable_coordinators_are_looked_up_again(producer: KafkaProducer) -> None:
     """Make the sender re-queue a transactional request whose coordinator cannot be reached,
     instead of dropping it (see the module docstring)."""
-    sender = producer._sender
-    if not isinstance(sender._client, _SenderClient):
-        sender._client = _SenderClient(sender._client)
+    producer._sender._client = _SenderClient(producer._sender._client)
 
 
 REFUSED_FOR_ITSELF = (*REFUSED, kafka_errors.TopicAuthorizationFailedError)
