@@ -137,7 +137,7 @@ class AliasWatcher:
         self.stop()
 
     def _subscribe(self) -> None:
-        self._pubsub = self._registry.client.pubsub()  # type: ignore[no-untyped-call]
+        self._pubsub = self._registry.client.pubsub()  # type: ignore[no-untyped-call,unused-ignore]
         self._ensure_subscribed()
 
     def _ensure_subscribed(self) -> None:
