@@ -38,6 +38,15 @@ broker, a controller failover) is then never answered, and the transaction times
 broker, which fences the producer. Here the sender sees such a node as not ready, so the
 request goes back on the queue and is sent to the new coordinator
 (:func:`_unreachable_coordinators_are_looked_up_again`).
+
+kafka-python 3.0.12 also makes a transactional request that times out in the client (no
+answer within ``request_timeout_ms``: a frozen coordinator, or one that cannot write its log
+while ``min.insync.replicas`` is unmet) a fatal error, "Could not execute transactional
+request for unknown reasons", after which the producer refuses every call. Apache Kafka's Java
+client treats that timeout as a disconnect: it looks the coordinator up again and sends the
+request once more, which is safe because every transactional request may be repeated. Here
+it does the same (:func:`_timed_out_transactional_requests_are_sent_again`); the waits above
+still bound how long a caller waits for the outcome.
 """
 
 from __future__ import annotations
@@ -105,6 +114,7 @@ class Producer:
         self._producer = producer
         _unreachable_coordinators_are_looked_up_again(producer)
         if "transactional_id" in self._config:
+            _timed_out_transactional_requests_are_sent_again(producer)
             self._init_transactions()
         else:
             _refusals_are_not_fatal(producer)
@@ -256,6 +266,33 @@ def _unreachable_coordinators_are_looked_up_again(producer: KafkaProducer) -> No
     """Make the sender re-queue a transactional request whose coordinator cannot be reached,
     instead of dropping it (see the module docstring)."""
     producer._sender._client = _SenderClient(producer._sender._client)
+
+
+def _timed_out_transactional_requests_are_sent_again(producer: KafkaProducer) -> None:
+    """Make a transactional request that timed out in the client go to the coordinator again,
+    as after a disconnect, instead of failing the producer for good (see the module
+    docstring)."""
+    manager = producer._transaction_manager
+    next_handler = manager.next_request_handler
+
+    def next_request_handler(has_incomplete_batches: bool) -> Any:
+        handler = next_handler(has_incomplete_batches)
+        if handler is not None and "on_complete" not in vars(handler):
+            handler.on_complete = _timeouts_as_disconnects(handler.on_complete)
+        return handler
+
+    manager.next_request_handler = next_request_handler
+
+
+def _timeouts_as_disconnects(on_complete: Callable[[int, Any], None]) -> Callable[[int, Any], None]:
+    def complete(correlation_id: int, response_or_error: Any) -> None:
+        if isinstance(response_or_error, kafka_errors.RequestTimedOutError):
+            response_or_error = kafka_errors.KafkaConnectionError(
+                f"{response_or_error}; sending the request again"
+            )
+        on_complete(correlation_id, response_or_error)
+
+    return complete
 
 
 REFUSED_FOR_ITSELF = (*REFUSED, kafka_errors.TopicAuthorizationFailedError)

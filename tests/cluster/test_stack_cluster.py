@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import threading
 import uuid
 
 import pytest
@@ -111,6 +113,40 @@ def test_a_transaction_commits_after_its_coordinator_was_killed(cluster: Cluster
         producer.flush(30)
         cluster.local.kill_node(_transaction_coordinator(producer))
         producer.commit()
+    finally:
+        producer.close(5)
+    assert [r["n"] for r in read_topic(cluster.kafka, topic)] == [1]
+
+
+REQUEST_TIMEOUT_S = 30.0
+"""kafka-python's ``request_timeout_ms``, which every producer of the project keeps."""
+
+
+@pytest.mark.integration
+def test_a_transaction_commits_after_its_coordinator_froze_past_the_request_timeout(
+    cluster: Cluster,
+) -> None:
+    """The coordinator's node freezes (a long pause: its connections stay open, nothing
+    answers) while the commit waits, so the commit's request times out in the client: it is
+    sent again, to whichever node coordinates by then, and the transaction commits (kafka-python
+    made the timeout fatal, "Could not execute transactional request for unknown reasons"; see
+    messaging/producer.py)."""
+    topic = f"txn-frozen-{uuid.uuid4().hex[:8]}"
+    ensure_topics(cluster.kafka, {topic: 1})
+    producer = Producer(cluster.kafka, transactional_id=f"t-{topic}", transaction_timeout_s=90)
+    try:
+        producer.begin()
+        producer.send(topic, b"k", json.dumps({"n": 1}).encode(), None)
+        producer.flush(30)
+        pid = cluster.state.node(_transaction_coordinator(producer)).pid
+        os.killpg(pid, signal.SIGSTOP)
+        thaw = threading.Timer(REQUEST_TIMEOUT_S + 10, os.killpg, (pid, signal.SIGCONT))
+        thaw.start()
+        try:
+            producer.commit()
+        finally:
+            thaw.cancel()
+            os.killpg(pid, signal.SIGCONT)
     finally:
         producer.close(5)
     assert [r["n"] for r in read_topic(cluster.kafka, topic)] == [1]
