@@ -31,14 +31,18 @@ if ((${#need_apt[@]})); then
   fi
 fi
 
-# The virtualenv is keyed on the Python version and the installed dependency lists, so
-# editing anything else in pyproject.toml does not reinstall torch.
-key=$("$python" - "$root/pyproject.toml" <<'PY'
+# The virtualenv is keyed on the Python version, the installed dependency lists and the
+# pinned versions, so editing anything else in pyproject.toml does not reinstall torch.
+# deploy/local/constraints.txt pins every package to the versions the suite last passed
+# with, so a release upstream cannot break a fresh set-up; after upgrading on purpose:
+#   .venv/bin/pip freeze --all --exclude-editable > deploy/local/constraints.txt
+constraints="$root/deploy/local/constraints.txt"
+key=$("$python" - "$root/pyproject.toml" "$constraints" <<'PY'
 import hashlib, json, sys, tomllib
 project = tomllib.load(open(sys.argv[1], "rb"))["project"]
 extras = project["optional-dependencies"]
 deps = {"deps": project["dependencies"], "dev": extras["dev"], "trainer": extras["trainer"],
-        "python": sys.version_info[:2]}
+        "python": sys.version_info[:2], "pins": open(sys.argv[2]).read()}
 print(hashlib.sha256(json.dumps(deps, sort_keys=True).encode()).hexdigest()[:16])
 PY
 )
@@ -56,7 +60,7 @@ print("\n".join(project["dependencies"] + extras["dev"] + extras["trainer"]))
 PY
 )
   # shellcheck disable=SC2086
-  echo "$deps" | xargs -d '\n' "$venv/bin/pip" install -q
+  echo "$deps" | xargs -d '\n' "$venv/bin/pip" install -q -c "$constraints"
   touch "$venv/.complete"
 fi
 ln -sfn "$venv" "$root/.venv"
