@@ -18,8 +18,8 @@ setup: ## Install everything (system packages, cached venv, Kafka jars, data); i
 demo: setup ## Run the whole system locally: stack, training, workers, trainer, live view
 	@$(BIN)/tagstream demo
 
-test: setup lint ## Lint, then run every test against the real Kafka and Redis (not the cluster scenarios' exactly-once runs)
-	$(BIN)/pytest -m "not cluster_exactly_once" $(PYTEST_ARGS)
+test: setup lint ## Lint, then run every test against the real Kafka and Redis (the cluster scenarios at CI size included)
+	$(BIN)/pytest $(PYTEST_ARGS)
 
 .PHONY: cluster
 cluster: setup ## The three-broker fault scenarios at CI size (docs/reliability.md, section 12)

@@ -86,8 +86,7 @@ GUARANTEES = [
     "at_least_once",
     pytest.param("exactly_once", marks=pytest.mark.cluster_exactly_once),
 ]
-"""Both guarantees; the exactly-once runs stay out of ``make test`` until they pass every time
-(docs/reliability.md, section 12)."""
+"""Both guarantees; the exactly-once runs also carry their own marker, to run them alone."""
 
 
 def cluster_scale() -> ClusterScale:

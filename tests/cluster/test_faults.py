@@ -69,15 +69,14 @@ STOPS = (
     "TransactionStuckError",
     "DeadlineError",
     "FencedError",
-    "Cannot execute transactional method",
 )
 """The reasons a worker stops by itself on purpose: a transactional call got no answer in
-time, so its outcome is unknown and only a new instance can fence and settle it; its
+time, so its outcome is unknown and only a new instance can fence and settle it; or its
 producer was fenced (by a newer instance, or by the coordinator aborting a transaction that
-outlived ``transaction.timeout.ms`` and bumping the producer's epoch); or a transactional
-request timed out inside kafka-python, whose transaction manager then refuses every call
-("Cannot execute transactional method because we are in an error state": only a new
-producer, a new instance, can go on; docs/reliability.md, open points)."""
+outlived ``transaction.timeout.ms`` and bumping the producer's epoch). A transactional
+request that timed out inside kafka-python used to leave its transaction manager refusing
+every call; it is now sent again (messaging/producer.py), so that is no longer a planned
+stop."""
 
 
 def _check(outcome: Outcome, stream: Stream) -> None:
