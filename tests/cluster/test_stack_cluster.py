@@ -14,6 +14,7 @@ import uuid
 
 import pytest
 from kafka import KafkaConsumer
+from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from messaging import Producer, ensure_topics
 from messaging.admin import admin
@@ -202,11 +203,16 @@ def test_status_names_nodes_leader_and_under_replicated_partitions(cluster: Clus
 
 
 def _commit_a_group_offset(cluster: Cluster, topic: str) -> None:
+    """Commit one offset for a group, which creates the offsets topic. The partition is
+    assigned by hand: a subscribing consumer whose first metadata for a topic just created
+    has no partitions yet is assigned nothing, and kafka-python does not rejoin until its
+    metadata is next refreshed (a CI run waited 60 s for that)."""
     consumer = KafkaConsumer(
-        topic, **client_config(cluster.kafka), group_id=f"g-{topic}", enable_auto_commit=False
+        **client_config(cluster.kafka), group_id=f"g-{topic}", enable_auto_commit=False
     )
     try:
-        wait_until(lambda: bool(consumer.poll(timeout_ms=200) or consumer.assignment()), 60)
-        consumer.commit()
+        partition = TopicPartition(topic, 0)
+        consumer.assign([partition])
+        consumer.commit({partition: OffsetAndMetadata(0, "", -1)}, timeout_ms=60_000)
     finally:
         consumer.close()
