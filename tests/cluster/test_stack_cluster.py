@@ -116,7 +116,7 @@ def test_a_transaction_commits_after_its_coordinator_was_killed(cluster: Cluster
         producer.commit()
     finally:
         producer.close(5)
-    assert [r["n"] for r in read_topic(cluster.kafka, topic)] == [1]
+    assert _committed(cluster, topic) == [1]
 
 
 REQUEST_TIMEOUT_S = 30.0
@@ -150,7 +150,22 @@ def test_a_transaction_commits_after_its_coordinator_froze_past_the_request_time
             os.killpg(pid, signal.SIGCONT)
     finally:
         producer.close(5)
-    assert [r["n"] for r in read_topic(cluster.kafka, topic)] == [1]
+    assert _committed(cluster, topic) == [1]
+
+
+def _committed(cluster: Cluster, topic: str, timeout_s: float = 60.0) -> list[int]:
+    """The values a read_committed reader gets from ``topic`` once it gets any. A commit
+    returns when the coordinator has logged it; the markers that make its records readable
+    are written after that, later still when a partition's leader was on the killed node (a
+    CI run read the topic at once and found it empty)."""
+    values: list[int] = []
+
+    def readable() -> bool:
+        values[:] = [r["n"] for r in read_topic(cluster.kafka, topic)]
+        return bool(values)
+
+    wait_until(readable, timeout_s, f"the committed record of {topic} readable")
+    return values
 
 
 def _transaction_coordinator(producer: Producer) -> int:
