@@ -137,6 +137,7 @@ class Stream:
             "TAGSTREAM_KAFKA_BOOTSTRAP": self.cluster.state.kafka_bootstrap
         }
         self.workers = [self._worker(slot) for slot in range(3)]
+        self._instances = [[worker] for worker in self.workers]
         self.trainer = self.processes(
             _trainer_env(
                 self.env,
@@ -170,6 +171,7 @@ class Stream:
                     continue
                 self.restarts.append({"slot": slot, "exit_code": code, "reason": _reason(worker)})
                 self.workers[slot] = self._worker(slot, incarnation=len(self.restarts))
+                self._instances[slot].append(self.workers[slot])
 
     def stop_supervising(self) -> None:
         """No more restarts: at the end, and when a test fails before its end (else the
@@ -180,6 +182,10 @@ class Stream:
     @property
     def kafka(self) -> KafkaSettings:
         return self.cluster.kafka
+
+    def instances(self, slot: int) -> list[WorkerProcess]:
+        """Every worker process that has run in ``slot``, the first one first."""
+        return list(self._instances[slot])
 
     def worker_id(self, slot: int) -> str:
         return f"{self.tag}-{slot}"
