@@ -123,6 +123,7 @@ class Worker:
             group_id=self.settings.group_id,
             input_topic=self.settings.input_topic,
             processing_guarantee=self.settings.processing_guarantee,
+            producer_backend=self.kafka.producer_backend,
             device=resolve_device(self.settings.device).type,
         )
         try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 from typing import Protocol
 
+from common.errors import ConfigError
 from common.settings import KafkaSettings
 from messaging import GroupMembership, Producer, TopicPartition
 from messaging.producer import Done
@@ -40,8 +41,23 @@ class Sink(Protocol):
 
 def open_sink(
     kafka: KafkaSettings, settings: WorkerSettings, worker_id: str, cancel: threading.Event
-) -> Producer:
-    """The worker's producer; transactional under exactly-once. ``cancel`` ends its waits."""
+) -> Sink:
+    """The worker's producer; transactional under exactly-once. ``cancel`` ends its waits.
+
+    ``TAGSTREAM_KAFKA_PRODUCER_BACKEND=confluent-kafka`` sends at-least-once output through
+    librdkafka (:mod:`messaging.rdkafka`, imported only then); exactly-once refuses it.
+    """
+    if kafka.producer_backend == "confluent-kafka":
+        if settings.exactly_once:
+            raise ConfigError(
+                "TAGSTREAM_KAFKA_PRODUCER_BACKEND=confluent-kafka is not transactional; "
+                "exactly-once output needs kafka-python (the default)"
+            )
+        from messaging.rdkafka import RdKafkaProducer  # noqa: PLC0415 - only when chosen
+
+        return RdKafkaProducer(
+            kafka, client_id=f"{kafka.client_id}-{worker_id}", linger_ms=settings.producer_linger_ms
+        )
     if not settings.exactly_once:
         return Producer(
             kafka, client_id=f"{kafka.client_id}-{worker_id}", linger_ms=settings.producer_linger_ms

@@ -1,4 +1,5 @@
-"""The producer outlives a record the broker refuses (real Kafka): later records still go out.
+"""The producer outlives a record the broker refuses (real Kafka): later records still go out,
+with either backend (kafka-python, or confluent-kafka for at-least-once output).
 
 kafka-python 3.0.12 alone fails here: an idempotent producer turns fatal after one
 ``MESSAGE_TOO_LARGE`` and every later send fails with it; a transactional one is left with a
@@ -15,6 +16,7 @@ import pytest
 
 from common.settings import KafkaSettings
 from messaging import Admin, MessagingError, Producer, RefusedError, TopicSpec
+from messaging.rdkafka import RdKafkaProducer
 from tests.worker.kafka_tools import TopicReader, wait_until
 
 pytestmark = pytest.mark.integration
@@ -49,11 +51,18 @@ class Outcomes:
         wait_until(lambda: all(n in self.answers for n in names), 30, f"answers for {names}")
 
 
+def open_producer(kafka: KafkaSettings, backend: str) -> Producer | RdKafkaProducer:
+    if backend == "confluent-kafka":
+        return RdKafkaProducer(kafka, linger_ms=0)
+    return Producer(kafka, linger_ms=0)
+
+
+@pytest.mark.parametrize("backend", ["kafka-python", "confluent-kafka"])
 def test_an_idempotent_producer_sends_on_after_the_broker_refused_a_record(
-    kafka_settings: KafkaSettings, topic_factory: Callable[..., str]
+    backend: str, kafka_settings: KafkaSettings, topic_factory: Callable[..., str]
 ) -> None:
     topic = small_topic(kafka_settings, topic_factory)
-    producer = Producer(kafka_settings, linger_ms=0)
+    producer = open_producer(kafka_settings, backend)
     outcomes = Outcomes()
     try:
         producer.send(topic, b"big", INCOMPRESSIBLE, outcomes.callback("big"))

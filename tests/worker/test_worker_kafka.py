@@ -352,3 +352,49 @@ def test_sigterm_drains_commits_and_ends_with_a_summary(
     )
     assert summary["predictions"] < 3000, "stopped mid-stream, not after the end"
     assert summary["consumed"] >= summary["predictions"] > 0
+
+
+def test_output_through_the_confluent_backend_survives_a_kill_and_dead_letters_bad_input(
+    kafka_settings: KafkaSettings,
+    service_env: dict[str, str],
+    topics: Any,
+    group_id: str,
+    toy_model: Path,
+    reader: Callable[..., TopicReader],
+    processes: Callable[..., WorkerProcess],
+) -> None:
+    """``TAGSTREAM_KAFKA_PRODUCER_BACKEND=confluent-kafka``, at-least-once: bad messages go to
+    the dead-letter topic, a SIGKILL and a restart lose nothing, SIGTERM drains and exits 0."""
+    t = topics(2)
+    env = env_for(
+        service_env,
+        t,
+        group_id,
+        model_path=str(toy_model),
+        worker_id="rd",
+        group_instance_id="rd",
+        max_batch_size="16",
+        commit_interval_ms="100",
+    ) | {"TAGSTREAM_KAFKA_PRODUCER_BACKEND": "confluent-kafka"}
+    total = 3000
+    bad = {7: (b"k7", b"\xff\xfe not utf-8"), 11: (b"k11", b'{"id": null, "body": "x"}')}
+    good = articles(total)
+    produce(kafka_settings, t["input"], [bad.get(i, good[i]) for i in range(total)])
+    predictions, letters = reader(t["output"]), reader(t["dlq"])
+    first = processes(env, "first")
+    wait_until(lambda: len(predictions.ids()) >= 400, 90, "400 predictions before the kill")
+    # librdkafka names its threads rdk:*; kafka-python's producer has none.
+    assert any(name.startswith("rdk:") for name in thread_names(first.process.pid))
+    first.kill()
+    second = processes(env, "second")
+    wait_until(lambda: len(predictions.ids()) == total - len(bad), 120, "every article predicted")
+    second.signal(signal.SIGTERM)
+    assert second.wait() == 0
+    assert set(predictions.ids()) == {f"art-{i}" for i in range(total) if i not in bad}
+    kinds = {(d["source"]["offset"], d["source"]["partition"]) for d in letters.snapshot()}
+    assert len(kinds) == len(bad)
+    assert {d["error_kind"] for d in letters.snapshot()} == {"decode", "validation"}
+
+
+def thread_names(pid: int) -> list[str]:
+    return [(task / "comm").read_text().strip() for task in Path(f"/proc/{pid}/task").iterdir()]
