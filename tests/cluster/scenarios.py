@@ -122,6 +122,8 @@ class Stream:
     total: int
     rate: float
     relayed: set[int] = field(default_factory=set)
+    producer_backend: str = "kafka-python"
+    """``TAGSTREAM_KAFKA_PRODUCER_BACKEND`` of the workers."""
     """Slots whose worker reaches Kafka only through the relays."""
     restarts: list[dict[str, Any]] = field(default_factory=list)
     """Workers that stopped by themselves and were started again in their slot."""
@@ -202,6 +204,7 @@ class Stream:
             "log_level": "DEBUG",  # each committed transaction and where each reading starts
         }
         env = self.env | {f"TAGSTREAM_WORKER_{k.upper()}": v for k, v in values.items()}
+        env["TAGSTREAM_KAFKA_PRODUCER_BACKEND"] = self.producer_backend
         if slot in self.relayed:
             env["TAGSTREAM_KAFKA_BOOTSTRAP"] = self.cluster.state.kafka_relay_bootstrap
         suffix = f"-{incarnation}" if incarnation else ""
@@ -266,6 +269,7 @@ class Stream:
     def figures(self, outcome: Outcome, **extra: Any) -> dict[str, Any]:
         return {
             "guarantee": self.guarantee,
+            "producer_backend": self.producer_backend,
             "offered_rate": round(self.rate),
             **outcome.counted.figures(),
             "labelled_produced": outcome.labelled,

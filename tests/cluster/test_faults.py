@@ -46,6 +46,7 @@ def _stream(
     tmp_path: Path,
     guarantee: str,
     relayed: set[int] | None = None,
+    producer_backend: str = "kafka-python",
 ) -> Stream:
     """The scenario's stream; its supervisor stops when the test ends, passed or failed,
     before the ``processes`` fixture stops the processes (finalizers run last in, first out)."""
@@ -60,6 +61,7 @@ def _stream(
         size.articles,
         size.articles / size.stream_s,
         relayed or set(),
+        producer_backend,
     )
     request.addfinalizer(stream.stop_supervising)
     return stream
@@ -91,9 +93,17 @@ def _check(outcome: Outcome, stream: Stream) -> None:
     assert outcome.stored == outcome.labelled
 
 
-@pytest.mark.parametrize("guarantee", GUARANTEES)
+@pytest.mark.parametrize(
+    ("guarantee", "producer_backend"),
+    [
+        ("at_least_once", "kafka-python"),
+        pytest.param("exactly_once", "kafka-python", marks=pytest.mark.cluster_exactly_once),
+        ("at_least_once", "confluent-kafka"),
+    ],
+)
 def test_the_leader_of_the_busiest_partition_killed_and_back_20_s_later(
     guarantee: str,
+    producer_backend: str,
     request: pytest.FixtureRequest,
     cluster: Cluster,
     service_env: dict[str, str],
@@ -103,9 +113,19 @@ def test_the_leader_of_the_busiest_partition_killed_and_back_20_s_later(
 ) -> None:
     """kill -9 of the node leading the input partition with the most records, mid-stream;
     another in-sync replica takes over and the stream goes on; the node comes back 20 s
-    later and catches up."""
+    later and catches up. At-least-once also with the workers' output through librdkafka
+    (``TAGSTREAM_KAFKA_PRODUCER_BACKEND=confluent-kafka``)."""
     size = cluster_scale()
-    stream = _stream(request, cluster, service_env, toy_model, processes, tmp_path, guarantee)
+    stream = _stream(
+        request,
+        cluster,
+        service_env,
+        toy_model,
+        processes,
+        tmp_path,
+        guarantee,
+        producer_backend=producer_backend,
+    )
     stream.wait_under_way()
     partition, leader = stream.busiest_input_partition()
     killed_at = time.time()
