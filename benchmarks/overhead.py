@@ -259,8 +259,9 @@ CATEGORIES = (
 )
 
 
-WAITS = ("Condition.wait", "Event.wait", "select (", "socket.accept")
-"""Leaf frames of a thread that is waiting (py-spy counts some of them as active)."""
+WAITS = ("Condition.wait", "Event.wait", "select (", "socket.accept", "RdKafkaProducer._poll (")
+"""Leaf frames of a thread that is waiting (py-spy counts some of them as active; librdkafka's
+poll waits in C for outcomes, and the callbacks it runs show as deeper frames)."""
 
 
 def summarise(raw: Path) -> list[tuple[str, float]]:

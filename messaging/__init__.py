@@ -1,4 +1,4 @@
-"""tagstream's Kafka boundary: the only package that imports kafka-python.
+"""tagstream's Kafka boundary: the only package that imports kafka-python (and confluent-kafka).
 
 Everything above it (worker, trainer, CLI, demo) talks to Kafka through these modules and
 never sees a kafka-python class, exception or private attribute:
@@ -10,6 +10,8 @@ never sees a kafka-python class, exception or private attribute:
                refused, undecodable, fatal (kafka-python's exceptions are translated here)
 ``consumer``   :class:`Consumer`: a group member with explicit commits and rebalance callbacks
 ``producer``   :class:`Producer`: acks=all, idempotent, optionally transactional, compressed
+``rdkafka``    :class:`~messaging.rdkafka.RdKafkaProducer`: the same, not transactional, on
+               librdkafka (imported only by a worker configured for it)
 ``admin``      admin client, readiness, topic creation and description, group lag
 
 kafka-python workarounds, all of them here (docs/kafka.md tells the story of each):
