@@ -77,6 +77,38 @@ Done = Callable[[BaseException | None], None]
 WAIT_SLICE_S = 0.1
 
 
+class Outstanding:
+    """How many records were handed to a client and have no outcome yet; a flush waits for
+    none, with one deadline for all of them (both producer backends)."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._settled = threading.Condition()
+
+    def add(self) -> None:
+        with self._settled:
+            self._count += 1
+
+    def settle(self, *_outcome: Any) -> None:
+        with self._settled:
+            self._count -= 1
+            if self._count == 0:
+                self._settled.notify_all()
+
+    def wait(self, timeout_s: float) -> None:
+        """:class:`DeadlineError` when records are still without an answer after
+        ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        with self._settled:
+            while self._count:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise DeadlineError(
+                        f"flushing: {self._count} records without an answer after {timeout_s:g} s"
+                    )
+                self._settled.wait(min(remaining, WAIT_SLICE_S))
+
+
 class Producer:
     """Publishes records; transactional when given a ``transactional_id``."""
 
@@ -101,8 +133,7 @@ class Producer:
             config["retry_backoff_ms"] = retry_backoff_ms
         self._timeout_s = transaction_timeout_s
         self._cancel = cancel or threading.Event()
-        self._pending = 0
-        self._settled = threading.Condition()
+        self._outstanding = Outstanding()
         self._config = config
         self._producer = self._open()
 
@@ -130,18 +161,11 @@ class Producer:
             future = self._producer.send(topic, key=key, value=value)
         except Exception as exc:
             raise translate(exc) from exc
-        with self._settled:
-            self._pending += 1
-        future.add_both(self._settle)
+        self._outstanding.add()
+        future.add_both(self._outstanding.settle)
         if on_done is not None:
             future.add_callback(lambda _metadata: on_done(None))
             future.add_errback(lambda error: on_done(translate(error)))
-
-    def _settle(self, _outcome: Any) -> None:
-        with self._settled:
-            self._pending -= 1
-            if self._pending == 0:
-                self._settled.notify_all()
 
     # -- transactions -----------------------------------------------------------------------
     def _init_transactions(self) -> None:
@@ -209,15 +233,7 @@ class Producer:
         """Wait until every record sent has its outcome; :class:`DeadlineError` when that
         takes longer than ``timeout_s`` in all."""
         self._producer._sender.wakeup()
-        deadline = time.monotonic() + timeout_s
-        with self._settled:
-            while self._pending:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise DeadlineError(
-                        f"flushing: {self._pending} records without an answer after {timeout_s:g} s"
-                    )
-                self._settled.wait(remaining)
+        self._outstanding.wait(timeout_s)
 
     def close(self, timeout_s: float) -> None:
         """Flush for up to ``timeout_s``, then stop the sender whether or not all was sent

@@ -39,7 +39,7 @@ from messaging.errors import (
     RefusedError,
     RetriableError,
 )
-from messaging.producer import Done
+from messaging.producer import Done, Outstanding
 from messaging.types import GroupMembership, TopicPartition
 
 POLL_S = 0.05
@@ -131,8 +131,7 @@ class RdKafkaProducer:
             self._producer = confluent_kafka.Producer(config)
         except KafkaException as exc:
             raise translate_rdkafka(exc.args[0]) from exc
-        self._pending = 0
-        self._settled = threading.Condition()
+        self._outstanding = Outstanding()
         self._fatal: MessagingError | None = None
         self._closing = threading.Event()
         self._poller = threading.Thread(target=self._poll, name="rdkafka-callbacks", daemon=True)
@@ -160,21 +159,20 @@ class RdKafkaProducer:
             raise self._fatal
         callback = self._outcome(on_done)
         deadline = time.monotonic() + MAX_BLOCK_S
-        with self._settled:
-            self._pending += 1
+        self._outstanding.add()
         while True:
             try:
                 self._producer.produce(topic, value=value, key=key, on_delivery=callback)
                 return
             except BufferError:
                 if time.monotonic() > deadline:
-                    self._settle()
+                    self._outstanding.settle()
                     raise DeadlineError(
                         f"no room in the producer's queue within {MAX_BLOCK_S:g} s"
                     ) from None
                 time.sleep(POLL_S)
             except KafkaException as exc:
-                self._settle()
+                self._outstanding.settle()
                 error = translate_rdkafka(exc.args[0])
                 if isinstance(error, RetriableError) and not isinstance(error, DeadlineError):
                     # Not taken now (an unknown partition, say): the caller's deadline path,
@@ -188,15 +186,9 @@ class RdKafkaProducer:
                 if on_done is not None:
                     on_done(None if error is None else translate_rdkafka(error))
             finally:
-                self._settle()
+                self._outstanding.settle()
 
         return delivered
-
-    def _settle(self) -> None:
-        with self._settled:
-            self._pending -= 1
-            if self._pending == 0:
-                self._settled.notify_all()
 
     # -- transactions: not with this backend -------------------------------------------------
     def begin(self) -> None:
@@ -217,15 +209,7 @@ class RdKafkaProducer:
     def flush(self, timeout_s: float) -> None:
         """Wait until every record sent has its outcome; :class:`DeadlineError` when that
         takes longer than ``timeout_s`` in all."""
-        deadline = time.monotonic() + timeout_s
-        with self._settled:
-            while self._pending:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise DeadlineError(
-                        f"flushing: {self._pending} records without an answer after {timeout_s:g} s"
-                    )
-                self._settled.wait(min(remaining, POLL_S))
+        self._outstanding.wait(timeout_s)
 
     def close(self, timeout_s: float) -> None:
         """Flush for up to ``timeout_s``, then purge what is left (its callbacks hear a
