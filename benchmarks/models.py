@@ -19,9 +19,10 @@ from pathlib import Path
 import corpus
 from common.paths import cache_dir
 from model.artifact import Artifact
+from model.config import NetworkConfig
 from model.encoder import TextEncoder
 from model.inference import Classifier
-from model.network import NetworkConfig, build_network
+from model.network import build_network
 from model.toy import toy_artifact
 from schemas import Article, ModelManifest, TrainingDataSummary
 from tagstream.feed import unlabelled

@@ -27,9 +27,10 @@ from common.logging import configure
 from common.settings import RedisSettings, load
 from model.artifact import Artifact
 from model.cache import ArtifactCache
+from model.config import NetworkConfig
 from model.encoder import TextEncoder
 from model.loader import ModelLoader
-from model.network import NetworkConfig, build_network
+from model.network import build_network
 from model.registry import Registry
 from model.settings import RegistrySettings
 from model.watcher import AliasWatcher

@@ -39,9 +39,10 @@ from common.logging import configure
 from common.settings import KafkaSettings, RedisSettings
 from messaging import client_config, ensure_topics
 from model.artifact import Artifact
+from model.config import NetworkConfig
 from model.encoder import TextEncoder
 from model.inference import Classifier
-from model.network import NetworkConfig, build_network
+from model.network import build_network
 from model.settings import RegistrySettings
 from schemas import Article, ModelManifest, TrainingDataSummary
 from tagstream.stack import LocalStack, StackSettings

@@ -20,14 +20,15 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import torch
+import numpy as np
+import numpy.typing as npt
 from pydantic import ValidationError
-from safetensors.torch import load as load_tensors
-from safetensors.torch import save as save_tensors
+from safetensors.numpy import load as load_tensors
+from safetensors.numpy import save as save_tensors
 
+from model.config import NetworkConfig, parameter_shapes
 from model.encoder import TextEncoder
 from model.errors import ArtifactError, ModelError
-from model.network import NetworkConfig, parameter_shapes
 from schemas import ModelManifest
 
 FORMAT = "tagstream-model/1"
@@ -47,9 +48,13 @@ class Artifact:
     manifest: ModelManifest
     encoder: TextEncoder
     config: NetworkConfig
-    state: dict[str, torch.Tensor]
+    state: dict[str, npt.NDArray[Any]]
+    """Weights by name, as numpy arrays (CPU torch tensors given here are read as arrays), so
+    that reading an artifact needs no torch: the worker's CPU runtime never imports it."""
 
     def __post_init__(self) -> None:
+        arrays = {name: np.asarray(value) for name, value in self.state.items()}
+        object.__setattr__(self, "state", arrays)
         _check_consistent(self)
 
     def to_bytes(self) -> bytes:
@@ -68,7 +73,7 @@ class Artifact:
             "encoder": self.encoder.to_json(),
             "network": self.config.to_dict(),
         }
-        tensors = {name: t.detach().to("cpu").contiguous() for name, t in self.state.items()}
+        tensors = {name: np.ascontiguousarray(t) for name, t in self.state.items()}
         data: bytes = save_tensors(
             tensors, metadata={METADATA_KEY: json.dumps(document, sort_keys=True)}
         )
@@ -138,5 +143,5 @@ def _check_consistent(artifact: Artifact) -> None:
             f"weights do not fit the network (missing {missing}, unexpected "
             f"{extra}, or shapes differ)"
         )
-    if any(not t.is_floating_point() for t in artifact.state.values()):
+    if any(not np.issubdtype(t.dtype, np.floating) for t in artifact.state.values()):
         raise ArtifactError("weights must be floating point")

@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from model.artifact import Artifact
+from model.config import NetworkConfig
 from model.encoder import TextEncoder
-from model.network import NetworkConfig, build_network
+from model.network import build_network
 from schemas import LabelledArticle, ModelManifest, TrainingDataSummary
 
 CREATED_AT = datetime(2024, 1, 1, tzinfo=UTC)

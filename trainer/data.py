@@ -10,7 +10,7 @@ import numpy.typing as npt
 import torch
 
 from model.encoder import TextEncoder
-from model.inference import pad
+from model.torch_runtime import pad
 from schemas import LabelledArticle
 
 POOL_BATCHES = 50

@@ -17,7 +17,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from model.inference import resolve_device
+from model.torch_runtime import torch_device
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class World:
 def join(device: str = "auto") -> World:
     """Join the process group when ``WORLD_SIZE`` > 1; a world of one otherwise."""
     size = int(os.environ.get("WORLD_SIZE", "1"))
-    target = resolve_device(device)
+    target = torch_device(device)
     if size <= 1:
         return World(0, 1, target)
     if target.type == "cuda":

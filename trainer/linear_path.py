@@ -23,8 +23,8 @@ from scipy.sparse import csr_matrix
 from sklearn.multiclass import OneVsRestClassifier
 from sklearn.svm import LinearSVC
 
-from model.inference import network_scores
 from model.network import BiLSTMClassifier
+from model.torch_runtime import network_scores
 from trainer.data import EncodedSplit
 from trainer.thresholds import best_global_threshold
 

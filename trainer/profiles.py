@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal
 
-from model.network import NetworkShape
+from model.config import NetworkShape
 from trainer.errors import TrainerError
 
 

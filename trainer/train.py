@@ -28,9 +28,11 @@ from common.logging import get_logger
 from common.metrics import macro_f1, micro_f1
 from model import glove
 from model.artifact import Artifact
+from model.config import NetworkConfig
 from model.encoder import PAD_ID, UNK_ID, TextEncoder
-from model.inference import AT_LEAST_ONE, network_scores
-from model.network import BiLSTMClassifier, NetworkConfig, build_network
+from model.inference import AT_LEAST_ONE
+from model.network import BiLSTMClassifier, build_network
+from model.torch_runtime import network_scores
 from schemas import LabelledArticle, ModelManifest, TrainingDataSummary
 from trainer import checkpoint, distributed
 from trainer.data import EncodedSplit, encode_split, epoch_batches, with_title_copies
@@ -441,7 +443,7 @@ def _package(
         manifest=manifest,
         encoder=run.encoder,
         config=run.network.config,
-        state=_cpu_copy(run.average),
+        state={name: tensor.numpy() for name, tensor in _cpu_copy(run.average).items()},
     )
     log.info("trained", **{k: round(v, 4) for k, v in metrics.items()})
     return artifact, metrics

@@ -124,7 +124,8 @@ class Worker:
             input_topic=self.settings.input_topic,
             processing_guarantee=self.settings.processing_guarantee,
             producer_backend=self.kafka.producer_backend,
-            device=resolve_device(self.settings.device).type,
+            device=resolve_device(self.settings.device),
+            runtime=self.settings.runtime,
         )
         try:
             with ExitStack() as stack:
@@ -227,6 +228,7 @@ class Worker:
             device=self.settings.device,
             threads=self.settings.threads,
             timeout_s=self.settings.inference_timeout_s,
+            runtime=self.settings.runtime,
             log_level=self.settings.log_level,
             on_restart=self.metrics.inference_process_restarts.inc,
         )
@@ -239,7 +241,7 @@ class Worker:
         return self.pipeline.time_left() if self.pipeline is not None else None
 
     def scorer(self) -> Scorer:
-        on_cpu = resolve_device(self.settings.device).type == "cpu"
+        on_cpu = resolve_device(self.settings.device) == "cpu"
         return Scorer(self.settings.bucket_size if on_cpu else None)
 
     # -- health -----------------------------------------------------------------------------

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
-import torch
 
 from model.inference import length_buckets
 from worker.decoding import Encoder
@@ -95,8 +94,7 @@ class Scorer:
 def probe(model: Model) -> Exception | None:
     """The exception the model fails with on its own warm-up input (None: it works)."""
     try:
-        with torch.inference_mode():
-            model.warm_up()
+        model.warm_up()
     except Exception as exc:
         return exc
     return None
@@ -107,8 +105,7 @@ def isolate(
 ) -> list[tuple[int, Row]]:
     """Scores for ``indices``; halves a failing call until the failing input stands alone."""
     try:
-        with torch.inference_mode():
-            scores = np.asarray(model.scores([token_ids[i] for i in indices]))
+        scores = np.asarray(model.scores([token_ids[i] for i in indices]))
         check_shape(scores, len(indices), len(model.labels))
         return list(zip(indices, scores, strict=True))
     except Exception as exc:

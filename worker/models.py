@@ -53,7 +53,11 @@ def classifier(
         return OffloadedModel(data, sha256, version, offload)
     artifact = Artifact.from_bytes(data, sha256)
     return Classifier.from_artifact(
-        artifact, version=version, device=settings.device, threads=settings.threads
+        artifact,
+        version=version,
+        device=settings.device,
+        threads=settings.threads,
+        runtime=settings.runtime,
     )
 
 

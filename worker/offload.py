@@ -21,7 +21,7 @@ version)`` (a version it does not hold: loaded, then asked again). The child kee
 ``MAX_LOADED`` versions used last, so the serving model, a swap candidate and a shadow fit.
 
 Failures of the child itself are the parent's to handle. A new child says it is ready once
-it has imported torch (within ``START_TIMEOUT_S``), and every request has a deadline
+it has started (within ``START_TIMEOUT_S``), and every request has a deadline
 (``inference_timeout_s``; loads ``LOAD_TIMEOUT_S``); a child that died, or did not answer in
 time, is killed and the request raises :class:`InferenceProcessError`, which the scoring path
 treats like any failed forward pass (``worker.inference``: the batch is halved until the
@@ -53,12 +53,11 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import torch
 
 from common.logging import configure, get_logger
 from model.artifact import Artifact
 from model.errors import ModelError
-from model.inference import AT_LEAST_ONE, Classifier, decide_labels
+from model.inference import AT_LEAST_ONE, RUNTIMES, Classifier, decide_labels
 from worker.errors import WorkerError
 
 log = get_logger("worker.offload")
@@ -84,10 +83,12 @@ class InferenceProcess:
         device: str,
         threads: int | None,
         timeout_s: float,
+        runtime: str = "auto",
         log_level: str = "INFO",
         on_restart: Callable[[], None] | None = None,
     ) -> None:
         self._device = device
+        self._runtime = runtime
         self._threads = threads
         self._timeout_s = timeout_s
         self._log_level = log_level
@@ -185,7 +186,8 @@ class InferenceProcess:
         self._starts.append(now)
         ours, theirs = socket.socketpair()
         command = [sys.executable, "-m", "worker.offload", "--fd", str(theirs.fileno())]
-        command += ["--device", self._device, "--log-level", self._log_level]
+        command += ["--device", self._device, "--runtime", self._runtime]
+        command += ["--log-level", self._log_level]
         if self._threads is not None:
             command += ["--threads", str(self._threads)]
         try:
@@ -206,7 +208,7 @@ class InferenceProcess:
         return parent
 
     def _await_ready(self, conn: Connection) -> None:
-        """Wait for the new child's first word (it has imported torch), within
+        """Wait for the new child's first word (it has started), within
         ``START_TIMEOUT_S``."""
         try:
             if not conn.poll(START_TIMEOUT_S):
@@ -270,7 +272,9 @@ class OffloadedModel:
 
 
 # -- the child ---------------------------------------------------------------------------------
-def serve(conn: Connection, device: str, threads: int | None, log_level: str) -> None:
+def serve(
+    conn: Connection, device: str, threads: int | None, log_level: str, runtime: str = "auto"
+) -> None:
     """The inference process: answer requests until told to stop or the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -289,8 +293,7 @@ def serve(conn: Connection, device: str, threads: int | None, log_level: str) ->
         if kind == "stop":
             return
         try:
-            with torch.inference_mode():
-                reply = _answer(request, models, device, threads, Classifier)
+            reply = _answer(request, models, (device, threads, runtime), Classifier)
         except Exception as exc:
             reply = ("error", f"{type(exc).__name__}: {exc}")
         try:
@@ -302,15 +305,19 @@ def serve(conn: Connection, device: str, threads: int | None, log_level: str) ->
 def _answer(
     request: tuple[Any, ...],
     models: OrderedDict[int, Any],
-    device: str,
-    threads: int | None,
+    where: tuple[str, int | None, str],
     classifier: Any,
 ) -> tuple[str, Any]:
     kind, version = request[0], request[1]
     if kind == "load":
         _, _, data, sha256 = request
+        device, threads, runtime = where
         model = classifier.from_artifact(
-            Artifact.from_bytes(data, sha256), version=version, device=device, threads=threads
+            Artifact.from_bytes(data, sha256),
+            version=version,
+            device=device,
+            threads=threads,
+            runtime=runtime,
         )
         model.warm_up()
         models[version] = model
@@ -335,11 +342,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m worker.offload")
     parser.add_argument("--fd", type=int, required=True)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--runtime", choices=RUNTIMES, default="auto")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     os.set_inheritable(args.fd, False)
-    serve(Connection(args.fd), args.device, args.threads, args.log_level)
+    serve(Connection(args.fd), args.device, args.threads, args.log_level, args.runtime)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from schemas import DEFAULT_MAX_BODY_BYTES
 
 ProcessingGuarantee = Literal["at_least_once", "exactly_once"]
 Device = Literal["auto", "cpu", "cuda"]
+Runtime = Literal["auto", "torch", "onnx"]
 
 
 class WorkerSettings(BaseSettings):
@@ -115,6 +116,10 @@ class WorkerSettings(BaseSettings):
     """Serve this artifact file instead of the registry alias (no hot swap)."""
     hot_swap: bool = True
     device: Device = "auto"
+    runtime: Runtime = "auto"
+    """What runs the network: ``onnx`` (ONNX Runtime, CPU only; one GIL-free native call per
+    forward pass, and torch is never imported), ``torch``, or ``auto``: ONNX Runtime on the
+    CPU, torch on CUDA (docs/worker.md)."""
     threads: int = Field(default=1, ge=1, le=256)
     inference_process: bool = False
     """Run the models' forward passes in a child process (``worker.offload``), off the

@@ -10,16 +10,16 @@ import pytest
 import torch
 
 from model.artifact import Artifact
+from model.config import NetworkConfig
 from model.errors import ModelError
-from model.inference import (
-    AT_LEAST_ONE,
-    STRATEGIES,
-    Classifier,
-    length_buckets,
-    traced_padded,
-)
-from model.network import NetworkConfig, build_network, tfidf
+from model.inference import AT_LEAST_ONE, STRATEGIES, Classifier, length_buckets
+from model.network import build_network, tfidf
+from model.onnx_runtime import LAYOUTS as ONNX_LAYOUTS
+from model.torch_runtime import TorchRuntime, traced_padded
 from model.toy import toy_artifact
+
+PATHS = [("torch", s) for s in STRATEGIES] + [("onnx", s) for s in ONNX_LAYOUTS]
+"""Every runtime with every layout it offers."""
 
 
 @pytest.fixture(autouse=True)
@@ -55,13 +55,17 @@ def _random_sequences(vocab: int, count: int, seed: int) -> list[list[int]]:
     return [rng.integers(1, vocab, size=int(n)).tolist() for n in lengths]
 
 
-@pytest.mark.parametrize("warmed", [False, True], ids=["eager", "warmed-traced"])
-@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("warmed", [False, True], ids=["eager", "warmed"])
+@pytest.mark.parametrize(("runtime", "strategy"), PATHS)
 @pytest.mark.parametrize("network", NETWORKS)
-def test_scores_alone_equal_scores_in_any_batch(strategy: str, network: str, warmed: bool) -> None:
-    """For random lengths 1..512, each article's scores alone equal its scores in a batch
-    (warmed up, the padded layouts run the traced network)."""
-    classifier = Classifier.from_artifact(_variant(**NETWORKS[network]), version=1, device="cpu")
+def test_scores_alone_equal_scores_in_any_batch(
+    runtime: str, strategy: str, network: str, warmed: bool
+) -> None:
+    """For random lengths 1..512, each article's scores alone equal its scores in a batch, on
+    either runtime (warmed up, torch's padded layouts run the traced network)."""
+    classifier = Classifier.from_artifact(
+        _variant(**NETWORKS[network]), version=1, device="cpu", runtime=runtime
+    )
     if warmed:
         classifier.warm_up()
     classifier.strategy = strategy  # type: ignore[assignment]
@@ -75,15 +79,18 @@ def test_scores_alone_equal_scores_in_any_batch(strategy: str, network: str, war
         np.testing.assert_allclose(batched, alone, atol=1e-5, rtol=0)
 
 
-def test_every_path_gives_the_same_scores() -> None:
-    classifier = Classifier.from_artifact(_variant(layers=2), version=1, device="cpu")
-    sequences = _random_sequences(classifier.artifact.config.vocab_size, 16, seed=3)
+@pytest.mark.parametrize("network", NETWORKS)
+def test_every_runtime_and_layout_gives_the_same_scores(network: str) -> None:
+    """ONNX Runtime's graph computes the torch network's scores (within float rounding)."""
+    artifact = _variant(**NETWORKS[network])
+    sequences = _random_sequences(artifact.config.vocab_size, 16, seed=3)
     results = {}
-    for strategy in STRATEGIES:
+    for runtime, strategy in PATHS:
+        classifier = Classifier.from_artifact(artifact, version=1, device="cpu", runtime=runtime)
         classifier.strategy = strategy  # type: ignore[assignment]
-        results[strategy] = classifier.scores(sequences)
-    for strategy in STRATEGIES:
-        np.testing.assert_allclose(results[strategy], results["packed"], atol=1e-5, rtol=0)
+        results[runtime, strategy] = classifier.scores(sequences)
+    for scores in results.values():
+        np.testing.assert_allclose(scores, results["torch", "packed"], atol=1e-5, rtol=0)
 
 
 def test_the_bag_of_words_path_reads_word_counts_not_order_or_padding() -> None:
@@ -112,9 +119,10 @@ def test_an_unknown_word_or_padding_adds_nothing_to_the_bag_of_words() -> None:
     torch.testing.assert_close(plain, with_unk)
 
 
-def test_padding_positions_do_not_reach_the_scores() -> None:
+@pytest.mark.parametrize("runtime", ["torch", "onnx"])
+def test_padding_positions_do_not_reach_the_scores(runtime: str) -> None:
     """A fused bidirectional LSTM would read padding first backwards; this network must not."""
-    classifier = Classifier.from_artifact(_variant(), version=1, device="cpu")
+    classifier = Classifier.from_artifact(_variant(), version=1, device="cpu", runtime=runtime)
     classifier.strategy = "padded"
     short = [5, 6, 7]
     alone = classifier.scores([short])
@@ -130,7 +138,7 @@ def test_scores_shape_dtype_and_range() -> None:
     assert ((scores > 0) & (scores < 1)).all()
     assert classifier.scores([]).shape == (0, 3)
     assert classifier.version == 4
-    assert classifier.device == torch.device("cpu")
+    assert classifier.device == "cpu"
 
 
 def test_sequences_longer_than_max_tokens_are_truncated() -> None:
@@ -145,11 +153,28 @@ def test_out_of_vocabulary_ids_are_rejected() -> None:
         classifier.scores([[classifier.artifact.config.vocab_size]])
 
 
-def test_default_strategy_on_cpu_is_bucketed_and_unknown_ones_are_refused() -> None:
-    classifier = Classifier.from_artifact(toy_artifact(), version=1, device="cpu")
+@pytest.mark.parametrize("runtime", ["torch", "onnx"])
+def test_default_strategy_on_cpu_is_bucketed_and_unknown_ones_are_refused(runtime: str) -> None:
+    classifier = Classifier.from_artifact(toy_artifact(), version=1, device="cpu", runtime=runtime)
     assert classifier.strategy == "bucketed"
     with pytest.raises(ModelError):
         classifier.strategy = "sorted"  # type: ignore[assignment]
+
+
+def test_the_cpu_runs_onnx_runtime_unless_told_otherwise() -> None:
+    assert Classifier.from_artifact(toy_artifact(), version=1).runtime.name == "onnx"
+    chosen = Classifier.from_artifact(toy_artifact(), version=1, device="cpu", runtime="torch")
+    assert chosen.runtime.name == "torch"
+
+
+def test_the_onnx_runtime_refuses_what_it_cannot_run() -> None:
+    classifier = Classifier.from_artifact(toy_artifact(), version=1, runtime="onnx")
+    with pytest.raises(ModelError, match="lays batches out"):
+        classifier.strategy = "packed"
+    with pytest.raises(ModelError, match="CPU only"):
+        Classifier.from_artifact(toy_artifact(), version=1, device="cuda", runtime="onnx")
+    with pytest.raises(ModelError, match="runtime must be"):
+        Classifier.from_artifact(toy_artifact(), version=1, runtime="tflite")  # type: ignore[arg-type]
 
 
 def test_decide_returns_labels_over_threshold_best_first() -> None:
@@ -178,10 +203,12 @@ def test_warm_up_runs() -> None:
 def test_the_traced_network_gives_the_plain_networks_scores_to_the_bit(network: str) -> None:
     """Warmed up on the CPU, the padded layouts run one traced call (no GIL round trip per
     operator) and give exactly the scores of the network called from Python."""
-    plain = Classifier.from_artifact(_variant(**NETWORKS[network]), version=1, device="cpu")
-    traced = Classifier.from_artifact(plain.artifact, version=1, device="cpu")
+    artifact = _variant(**NETWORKS[network])
+    plain = Classifier.from_artifact(artifact, version=1, device="cpu", runtime="torch")
+    traced = Classifier.from_artifact(artifact, version=1, device="cpu", runtime="torch")
     traced.warm_up()
-    assert traced_padded(traced.network) is not None
+    assert isinstance(traced.runtime, TorchRuntime)
+    assert traced_padded(traced.runtime.network) is not None
     sequences = _random_sequences(plain.artifact.config.vocab_size, 40, seed=5)
     for strategy in ("bucketed", "padded"):
         plain.strategy = traced.strategy = strategy
@@ -193,7 +220,8 @@ def test_the_traced_network_gives_the_plain_networks_scores_to_the_bit(network: 
 
 def _count_python_forward_calls(classifier: Classifier) -> Callable[[], int]:
     seen: list[int] = []
-    classifier.network.register_forward_pre_hook(lambda *_: seen.append(1))
+    assert isinstance(classifier.runtime, TorchRuntime)
+    classifier.runtime.network.register_forward_pre_hook(lambda *_: seen.append(1))
     return lambda: len(seen)
 
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
+from safetensors.numpy import save_file
 
 from model.toy import synthetic_articles
 from trainer.profiles import TrainingProfile

@@ -11,10 +11,12 @@ import pytest
 import torch
 
 from model.artifact import Artifact, sha256_hex
+from model.config import NetworkShape
 from model.encoder import UNK_ID, TextEncoder
 from model.errors import ModelError
-from model.inference import Classifier, pad
-from model.network import NetworkShape, tfidf
+from model.inference import Classifier
+from model.network import tfidf
+from model.torch_runtime import pad
 from model.toy import synthetic_articles
 from schemas import LabelledArticle
 from trainer import checkpoint
@@ -122,7 +124,7 @@ def test_resume_continues_from_the_checkpoint_to_the_same_weights(
     resumed, metrics = train_model(train, validation, LABELS, TINY, replace(options, resume=True))
     assert metrics["epochs"] == TINY.max_epochs
     for name, tensor in straight.state.items():
-        assert torch.equal(resumed.state[name], tensor), name
+        assert np.array_equal(resumed.state[name], tensor), name
     assert resumed.manifest.thresholds == straight.manifest.thresholds
 
 
@@ -208,7 +210,7 @@ def test_the_shipped_weights_are_the_moving_average(data: Splits) -> None:
     plain, _ = train_model(
         train, validation, LABELS, settings.with_overrides(ema_decay=0.0), RunOptions(device="cpu")
     )
-    assert not torch.equal(averaged.state["head.weight"], plain.state["head.weight"])
+    assert not np.array_equal(averaged.state["head.weight"], plain.state["head.weight"])
 
 
 def test_the_artifact_network_has_every_network_setting_of_the_profile(
@@ -237,7 +239,7 @@ def test_the_bag_of_words_path_is_fitted_on_training_idf(data: Splits) -> None:
     assert idf[0] == 0 and idf[UNK_ID] == 0 and (idf[2:] >= 1).all()
     assert idf[2:].max() > idf[2:].min()  # rarer words weigh more
     assert artifact.manifest.hyperparameters["bag_of_words_weight"] > 0
-    assert artifact.state["wide.weight"].abs().max() > 0
+    assert abs(artifact.state["wide.weight"]).max() > 0
     assert metrics["validation_micro_f1"] > 0.8
     assert evaluate_artifact(artifact, test, LABELS)["micro_f1"] > 0.8
     alone, _ = train_model(

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from model.errors import ModelError
 from model.inference import resolve_device
 from tests.worker.fakes import POISON_ID, FakeModel
 from worker.inference import Scorer
@@ -70,5 +71,8 @@ def test_bucket_size_is_checked() -> None:
 
 
 def test_auto_device_is_cpu_without_a_gpu_and_explicit_devices_are_kept() -> None:
-    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
-    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("cpu") == "cpu"
+    assert resolve_device("cuda:1") == "cuda:1"
+    with pytest.raises(ModelError, match="unknown device"):
+        resolve_device("tpu")

@@ -336,6 +336,10 @@ def test_sigterm_drains_commits_and_ends_with_a_summary(
     predictions = reader(t["output"])
     worker = processes(env, "worker")
     wait_until(lambda: len(predictions.ids()) >= 300, 90, "300 predictions")
+    # On the CPU the default runtime is ONNX Runtime, and torch is never loaded.
+    libraries = mapped_libraries(worker.process.pid)
+    assert any("onnxruntime" in name for name in libraries)
+    assert not any("libtorch" in name for name in libraries)
     worker.signal(signal.SIGTERM)
     assert worker.wait() == 0
     summary = worker.lines()[-1]
@@ -364,7 +368,9 @@ def test_output_through_the_confluent_backend_survives_a_kill_and_dead_letters_b
     processes: Callable[..., WorkerProcess],
 ) -> None:
     """``TAGSTREAM_KAFKA_PRODUCER_BACKEND=confluent-kafka``, at-least-once: bad messages go to
-    the dead-letter topic, a SIGKILL and a restart lose nothing, SIGTERM drains and exits 0."""
+    the dead-letter topic, a SIGKILL and a restart lose nothing, SIGTERM drains and exits 0.
+    The model runs on the torch runtime here (``TAGSTREAM_WORKER_RUNTIME=torch``), so a real
+    worker process serves on each runtime somewhere in this file."""
     t = topics(2)
     env = env_for(
         service_env,
@@ -375,7 +381,7 @@ def test_output_through_the_confluent_backend_survives_a_kill_and_dead_letters_b
         group_instance_id="rd",
         max_batch_size="16",
         commit_interval_ms="100",
-    ) | {"TAGSTREAM_KAFKA_PRODUCER_BACKEND": "confluent-kafka"}
+    ) | {"TAGSTREAM_KAFKA_PRODUCER_BACKEND": "confluent-kafka", "TAGSTREAM_WORKER_RUNTIME": "torch"}
     total = 3000
     bad = {7: (b"k7", b"\xff\xfe not utf-8"), 11: (b"k11", b'{"id": null, "body": "x"}')}
     good = articles(total)
@@ -385,6 +391,7 @@ def test_output_through_the_confluent_backend_survives_a_kill_and_dead_letters_b
     wait_until(lambda: len(predictions.ids()) >= 400, 90, "400 predictions before the kill")
     # librdkafka names its threads rdk:*; kafka-python's producer has none.
     assert any(name.startswith("rdk:") for name in thread_names(first.process.pid))
+    assert any("libtorch" in name for name in mapped_libraries(first.process.pid))
     first.kill()
     second = processes(env, "second")
     wait_until(lambda: len(predictions.ids()) == total - len(bad), 120, "every article predicted")
@@ -394,6 +401,12 @@ def test_output_through_the_confluent_backend_survives_a_kill_and_dead_letters_b
     kinds = {(d["source"]["offset"], d["source"]["partition"]) for d in letters.snapshot()}
     assert len(kinds) == len(bad)
     assert {d["error_kind"] for d in letters.snapshot()} == {"decode", "validation"}
+
+
+def mapped_libraries(pid: int) -> set[str]:
+    """The file names of the shared objects a process has mapped."""
+    maps = Path(f"/proc/{pid}/maps").read_text().splitlines()
+    return {Path(line.split()[-1]).name for line in maps if ".so" in line}
 
 
 def thread_names(pid: int) -> list[str]:
