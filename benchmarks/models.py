@@ -21,7 +21,7 @@ from common.paths import cache_dir
 from model.artifact import Artifact
 from model.config import NetworkConfig
 from model.encoder import TextEncoder
-from model.inference import Classifier
+from model.inference import Classifier, RuntimeName
 from model.network import build_network
 from model.toy import toy_artifact
 from schemas import Article, ModelManifest, TrainingDataSummary
@@ -43,10 +43,14 @@ class BenchModel:
 
     @property
     def parameters(self) -> int:
-        return sum(t.numel() for t in self.artifact.state.values())
+        return sum(t.size for t in self.artifact.state.values())
 
-    def classifier(self, *, threads: int = 1, device: str = "cpu") -> Classifier:
-        model = Classifier.from_artifact(self.artifact, version=1, device=device, threads=threads)
+    def classifier(
+        self, *, threads: int = 1, device: str = "cpu", runtime: RuntimeName = "auto"
+    ) -> Classifier:
+        model = Classifier.from_artifact(
+            self.artifact, version=1, device=device, threads=threads, runtime=runtime
+        )
         model.warm_up()
         return model
 

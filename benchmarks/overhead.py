@@ -4,8 +4,10 @@
         [--lane NAME:VAR=VALUE,VAR=VALUE ...] [--profile-seconds 0]
 
 The model is the benchmarks' serving model (``fast``, trained when cached, else its shape with
-random weights), torch on 1 thread. Each repeat scores the articles alone in this process
-(the worker's ``Scorer``, full batches of 64: wall time and CPU time), then, per lane and per
+random weights), on 1 thread. Each repeat scores the articles alone in this process (the
+worker's ``Scorer``, full batches of 64: wall time and CPU time), once per runtime the lanes
+use (``TAGSTREAM_WORKER_RUNTIME`` of the lane; the CPU's default is ``onnx``), and a lane's
+ratios are to the model alone on its own runtime; then, per lane and per
 process count, starts ``python -m worker`` children in a fresh group on an empty topic of 4
 partitions, waits until each holds its share, fills the topic with the backlog and times from
 the first consumed message to the last result acknowledged (the workers' metrics, read every
@@ -20,6 +22,9 @@ is found (``PY_SPY`` or the PATH): threads with no Python frames, such as a nati
 pool, show as ``native``. A lane adds environment variables to the
 workers (a setting ``TAGSTREAM_WORKER_*``, or ``PYTHONPATH`` to run other code), so levers are
 compared inside one run; lanes and repeats are interleaved. Figures are medians (min-max).
+With ``--profile-seconds``, each lane then gets one more one-worker run, not counted, with
+py-spy sampling it (``<lane>.1.profile.txt``): py-spy stops the process to read each sample,
+which slowed the sampled run by a quarter or more, so it is kept out of the figures.
 """
 
 from __future__ import annotations
@@ -69,6 +74,10 @@ class Run:
     """VmRSS of the worker's own process (the others include its inference process)."""
     threads: dict[str, float]
     """CPU seconds per article of each of the worker's threads (one process only)."""
+    machine_cores_busy: float
+    """Cores the whole machine kept busy over the span (``/proc/stat``), of ``os.cpu_count()``."""
+    others_cpu_s_per_article: float
+    """The machine's CPU outside the workers per article: the broker, this benchmark."""
 
 
 def alone(model: Classifier, token_ids: list[list[int]]) -> Alone:
@@ -154,6 +163,7 @@ def through(
                 raise TimeoutError("nothing consumed")
             time.sleep(0.01)
         started, cpu = time.perf_counter(), sum(w.cpu_seconds() for w in workers)
+        busy = machine_busy_s()
         first = thread_cpu(workers[0].process.pid)
         spy = profile(workers[0], profile_s, profile_dir / f"{tag}.txt") if profile_s else None
         while done(after := summed(workers)) < len(backlog):
@@ -161,6 +171,7 @@ def through(
                 raise TimeoutError(f"{done(after):.0f} of {len(backlog)} results")
             time.sleep(POLL_S)
         elapsed = time.perf_counter() - started
+        busy = machine_busy_s() - busy
         cpu = sum(w.cpu_seconds() for w in workers) - cpu
         last = thread_cpu(workers[0].process.pid)
         by_thread = by_name(first, last, workers[0].process.pid) if processes == 1 else {}
@@ -179,10 +190,20 @@ def through(
             hwm_mib=max(sum(vm(p, "VmHWM") for p in w.pids()) for w in workers),
             own_rss_mib=max(vm(w.process.pid, "VmRSS") for w in workers),
             threads={name: seconds / len(backlog) for name, seconds in by_thread.items()},
+            machine_cores_busy=busy / elapsed,
+            others_cpu_s_per_article=(busy - cpu) / n,
         )
     finally:
         for worker in workers:
             worker.stop()
+
+
+def machine_busy_s() -> float:
+    """Seconds of CPU the whole machine has spent busy since boot (``/proc/stat``, all cores;
+    idle and iowait excluded)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    ticks = [int(f) for f in fields[:8]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def thread_cpu(pid: int) -> dict[int, float]:
@@ -247,7 +268,7 @@ def profile(worker: WorkerProcess, seconds: float, out: Path) -> subprocess.Pope
 
 
 CATEGORIES = (
-    ("model forward passes", ("network_scores",)),
+    ("model forward passes", ("network_scores", "OnnxRuntime.scores")),
     ("deciding labels", ("Classifier.decide",)),
     ("results (predictions, dead letters)", ("worker/results.py",)),
     ("encoding", ("model/encoder.py",)),
@@ -284,6 +305,12 @@ def lane(text: str) -> tuple[str, dict[str, str]]:
     return name, env
 
 
+def lane_runtime(env: dict[str, str]) -> str:
+    """The runtime a lane's workers run on the CPU (``auto`` is ONNX Runtime there)."""
+    runtime = env.get("TAGSTREAM_WORKER_RUNTIME", "auto")
+    return "onnx" if runtime == "auto" else runtime
+
+
 def table(rows: dict[str, list[float]], digits: int) -> str:
     def cell(values: list[float]) -> str:
         median = statistics.median(values)
@@ -312,8 +339,11 @@ def main() -> None:
     corpus_articles = [a for a in articles() if a.text.strip()]
     backlog_articles = renamed(corpus_articles, args.articles, "overhead")
     bench = serving_model(train=False)
-    model = bench.classifier(threads=1)
-    token_ids = model.encode([a.text for a in backlog_articles])
+    models = {
+        runtime: bench.classifier(threads=1, runtime=runtime)  # type: ignore[arg-type]
+        for runtime in sorted({lane_runtime(env) for _, env in lanes})
+    }
+    token_ids = next(iter(models.values())).encode([a.text for a in backlog_articles])
     load = os.getloadavg()[0]
     rows: dict[str, list[float]] = {}
 
@@ -327,11 +357,17 @@ def main() -> None:
         worker_settings |= {"device": "cpu", "log_level": "WARNING"}
         topics = Topics(settings)
         for repeat in range(args.repeats):
-            base = alone(model, token_ids)
-            print(f"alone.{repeat}: {base}", file=sys.stderr, flush=True)
-            note("model alone: articles/s", base.articles_per_s)
-            note("model alone: CPU ms per article", base.cpu_s_per_article * 1000)
+            bases = {}
+            for runtime, model in models.items():
+                bases[runtime] = alone(model, token_ids)
+                print(f"alone.{runtime}.{repeat}: {bases[runtime]}", file=sys.stderr, flush=True)
+                note(f"model alone ({runtime}): articles/s", bases[runtime].articles_per_s)
+                note(
+                    f"model alone ({runtime}): CPU ms per article",
+                    bases[runtime].cpu_s_per_article * 1000,
+                )
             for name, env in lanes:
+                base = bases[lane_runtime(env)]
                 one = 0.0
                 for processes in args.processes:
                     tag = f"{name}.{processes}.{repeat}"
@@ -343,7 +379,7 @@ def main() -> None:
                         env,
                         processes,
                         directory,
-                        args.profile_seconds if repeat == 0 and processes == 1 else 0.0,
+                        0.0,
                         args.profile_dir,
                         tag,
                     )
@@ -359,6 +395,11 @@ def main() -> None:
                         run.model_s_per_article / base.model_s_per_article,
                     )
                     note(f"{key}: articles per batch", run.articles_per_batch)
+                    note(f"{key}: machine cores busy", run.machine_cores_busy)
+                    note(
+                        f"{key}: CPU ms per article outside the workers",
+                        run.others_cpu_s_per_article * 1000,
+                    )
                     note(f"{key}: VmRSS at the end, MiB", run.rss_mib)
                     note(f"{key}: RssAnon at the end, MiB", run.anon_mib)
                     note(f"{key}: Pss at the end, MiB", run.pss_mib)
@@ -372,6 +413,20 @@ def main() -> None:
                         note(f"{key}: vs one process", run.articles_per_s / one)
                     print(f"{tag}: {run}", file=sys.stderr, flush=True)
             print(f"after repeat {repeat}:\n{table(rows, 2)}", file=sys.stderr, flush=True)
+        if args.profile_seconds:
+            for name, env in lanes:
+                tag = f"{name}.1.profile"
+                through(
+                    topics,
+                    messages(renamed(backlog_articles, args.articles, tag)),
+                    worker_settings,
+                    env,
+                    1,
+                    directory,
+                    args.profile_seconds,
+                    args.profile_dir,
+                    tag,
+                )
     print(
         f"{os.cpu_count()} cores, load average {load:.1f} -> {os.getloadavg()[0]:.1f}; "
         f"model {bench.name}, {args.articles} articles, {args.repeats} repeats; "

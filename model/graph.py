@@ -44,22 +44,37 @@ TORCH_TO_ONNX_GATES = (0, 3, 1, 2)
 Weights = Mapping[str, npt.NDArray[np.float32]]
 
 
-def onnx_model(config: NetworkConfig, state: Weights) -> bytes:
-    """The serialised ONNX model of the network ``config`` with weights ``state``."""
+def onnx_model(config: NetworkConfig, state: Weights, *, slots: int = 1) -> bytes:
+    """The serialised ONNX model of the network ``config`` with weights ``state``.
+
+    With ``slots`` > 1 the graph holds that many independent copies of the forward pass,
+    sharing the weights: inputs ``ids_K`` and ``lengths_K``, output ``scores_K`` for slot K,
+    so one ``run`` scores several padded buckets of different lengths. A caller that has
+    fewer buckets fills the other slots with a one-token sequence."""
+    if slots < 1:
+        raise ModelError(f"slots must be at least 1, not {slots}")
     expected = parameter_shapes(config)
     actual = {name: tuple(np.shape(value)) for name, value in state.items()}
     if actual != expected:
         raise ModelError("weights do not fit the network configuration")
     builder = _Builder(config, state)
+    weights = {t.name for t in builder.initializers}
+    nodes, inputs, outputs = [], [], []
+    for slot in range(slots):
+        suffix = f"_{slot}" if slots > 1 else ""
+        nodes += [_renamed(node, weights, suffix) for node in builder.nodes]
+        batch, steps = f"batch{suffix}", f"steps{suffix}"  # sizes differ between slots
+        inputs += [
+            helper.make_tensor_value_info(f"ids{suffix}", TensorProto.INT64, [batch, steps]),
+            helper.make_tensor_value_info(f"lengths{suffix}", TensorProto.INT64, [batch]),
+        ]
+        outputs.append(
+            helper.make_tensor_value_info(
+                f"scores{suffix}", TensorProto.FLOAT, [batch, config.n_labels]
+            )
+        )
     graph = helper.make_graph(
-        builder.nodes,
-        "tagstream_bilstm",
-        [
-            helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", "steps"]),
-            helper.make_tensor_value_info("lengths", TensorProto.INT64, ["batch"]),
-        ],
-        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", config.n_labels])],
-        initializer=builder.initializers,
+        nodes, "tagstream_bilstm", inputs, outputs, initializer=builder.initializers
     )
     model = helper.make_model(
         graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="tagstream"
@@ -250,6 +265,19 @@ class _Builder:
         node("Unsqueeze", ["normalised", "axis_2"], "normalised_3d")
         node("Mul", ["token_logits", "normalised_3d"], "weighted_logits")
         return node("ReduceSum", ["weighted_logits", "axis_1_sum"], "wide_logits", keepdims=0)
+
+
+def _renamed(node: onnx.NodeProto, shared: set[str], suffix: str) -> onnx.NodeProto:
+    """A copy of ``node`` whose names, but for the ``shared`` weights, end in ``suffix``."""
+    copy = onnx.NodeProto()
+    copy.CopyFrom(node)
+    if suffix:
+        copy.name += suffix
+        for names in (copy.input, copy.output):
+            for index, name in enumerate(names):
+                if name and name not in shared:
+                    names[index] = name + suffix
+    return copy
 
 
 def _onnx_gates(weight: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:

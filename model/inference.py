@@ -45,6 +45,8 @@ class Runtime(Protocol):
     """What computes a classifier's scores."""
 
     name: str
+    bucket_size: int
+    """At most this many sequences in one of the ``bucketed`` layout's forward passes."""
 
     @property
     def device(self) -> str:
@@ -84,10 +86,16 @@ class Classifier:
         device: str = "auto",
         threads: int | None = None,
         runtime: RuntimeName = "auto",
+        bucket_size: int = BUCKET_MAX_ITEMS,
     ) -> Classifier:
         """The artifact's model on ``device`` ("auto": CUDA when present) with ``runtime``
-        ("auto": ONNX Runtime on the CPU, torch on CUDA)."""
-        return cls(artifact, build_runtime(artifact, device, threads, runtime), version=version)
+        ("auto": ONNX Runtime on the CPU, torch on CUDA); the ``bucketed`` layout puts at most
+        ``bucket_size`` sequences in a forward pass."""
+        chosen = build_runtime(artifact, device, threads, runtime)
+        if bucket_size < 1:
+            raise ModelError(f"bucket_size must be at least 1, not {bucket_size}")
+        chosen.bucket_size = bucket_size
+        return cls(artifact, chosen, version=version)
 
     @property
     def device(self) -> str:
@@ -214,10 +222,12 @@ def length_buckets(
         yield bucket
 
 
-def layout_groups(lengths: Sequence[int], strategy: Strategy) -> Iterator[list[int]]:
+def layout_groups(
+    lengths: Sequence[int], strategy: Strategy, bucket_size: int = BUCKET_MAX_ITEMS
+) -> Iterator[list[int]]:
     """The index groups one forward pass each: length buckets, or the whole batch."""
     if strategy == "bucketed":
-        return length_buckets(lengths)
+        return length_buckets(lengths, max_items=bucket_size)
     return iter([list(range(len(lengths)))] if lengths else [])
 
 

@@ -1,10 +1,14 @@
 """The ONNX runtime: the network as one ONNX graph (``model.graph``) run by ONNX Runtime.
 
 The worker's CPU default. A batch is laid out as the torch runtime's ``bucketed`` or
-``padded`` layouts lay it out (packing is the CUDA path's), and each forward pass is one
-``InferenceSession.run``: native code from the ids to the scores, with the GIL released
-throughout, so a worker's other threads do not slow it down the way they slow a network
-whose every operator is a call from Python. Torch is not imported here.
+``padded`` layouts lay it out (packing is the CUDA path's), and a whole batch is one
+``InferenceSession.run``: the graph holds ``SLOTS`` copies of the forward pass sharing the
+weights (``model.graph``), one padded bucket each, so the batch goes from ids to scores in
+native code with the GIL released throughout. A thread that gives the GIL up has to win it
+back afterwards, which takes up to the interpreter's switch interval (5 ms) while another
+thread runs Python; one call per bucket paid that once per bucket, and in a worker whose
+other threads decode, publish and poll, that waiting was about half of a batch's inference
+time (docs/benchmarks.md, "Worker overhead, round 5"). Torch is not imported here.
 
 The session runs on ``threads`` intra-op threads (1 by default, as the worker's torch runtime
 does) and one inter-op thread, with every graph optimisation on.
@@ -21,9 +25,13 @@ import onnxruntime as ort
 from model.artifact import Artifact
 from model.errors import ModelError
 from model.graph import onnx_model
-from model.inference import Strategy, layout_groups, padded_arrays
+from model.inference import BUCKET_MAX_ITEMS, Strategy, layout_groups, padded_arrays
 
 LAYOUTS: tuple[Strategy, ...] = ("bucketed", "padded")
+SLOTS = 8
+"""Buckets one ``run`` can take; a batch of 64 has 4-5 on Reuters. Each unused slot costs a
+one-token forward pass."""
+FILLER = (np.ones((1, 1), dtype=np.int64), np.ones(1, dtype=np.int64))
 
 
 class OnnxRuntime:
@@ -36,6 +44,7 @@ class OnnxRuntime:
         self._session = session
         self._n_labels = n_labels
         self._strategy: Strategy = "bucketed"
+        self.bucket_size = BUCKET_MAX_ITEMS
 
     @classmethod
     def from_artifact(cls, artifact: Artifact, threads: int | None) -> OnnxRuntime:
@@ -45,7 +54,7 @@ class OnnxRuntime:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3  # errors only: its warnings are not ours to act on
-        graph = onnx_model(artifact.config, artifact.state)
+        graph = onnx_model(artifact.config, artifact.state, slots=SLOTS)
         try:
             session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # ORT raises its own Fail / InvalidGraph kinds
@@ -67,8 +76,19 @@ class OnnxRuntime:
 
     def scores(self, sequences: Sequence[Sequence[int]]) -> npt.NDArray[np.float32]:
         out = np.zeros((len(sequences), self._n_labels), dtype=np.float32)
-        for indices in layout_groups([len(s) for s in sequences], self._strategy):
-            ids, lengths = padded_arrays([sequences[i] for i in indices])
-            (scores,) = self._session.run(["scores"], {"ids": ids, "lengths": lengths})
-            out[indices] = scores
+        lengths = [len(s) for s in sequences]
+        groups = list(layout_groups(lengths, self._strategy, self.bucket_size))
+        for start in range(0, len(groups), SLOTS):
+            chunk = groups[start : start + SLOTS]
+            feed = {}
+            for slot in range(SLOTS):
+                ids, lengths = (
+                    padded_arrays([sequences[i] for i in chunk[slot]])
+                    if slot < len(chunk)
+                    else FILLER
+                )
+                feed[f"ids_{slot}"], feed[f"lengths_{slot}"] = ids, lengths
+            results = self._session.run([f"scores_{slot}" for slot in range(len(chunk))], feed)
+            for indices, scores in zip(chunk, results, strict=True):
+                out[indices] = scores
         return out

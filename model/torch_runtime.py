@@ -25,7 +25,13 @@ import torch
 from common.logging import get_logger
 from model.artifact import Artifact
 from model.errors import ModelError
-from model.inference import STRATEGIES, Strategy, layout_groups, padded_arrays
+from model.inference import (
+    BUCKET_MAX_ITEMS,
+    STRATEGIES,
+    Strategy,
+    layout_groups,
+    padded_arrays,
+)
 from model.network import BiLSTMClassifier, build_network
 
 log = get_logger("model.torch_runtime")
@@ -43,6 +49,7 @@ class TorchRuntime:
         self.torch_device = device
         self._strategy: Strategy = "packed" if device.type == "cuda" else "bucketed"
         self._traced: Forward | None = None
+        self.bucket_size = BUCKET_MAX_ITEMS
 
     @classmethod
     def from_artifact(cls, artifact: Artifact, device: str, threads: int | None) -> TorchRuntime:
@@ -78,6 +85,7 @@ class TorchRuntime:
             device=self.torch_device,
             strategy=self._strategy,
             padded_forward=self._traced,
+            bucket_size=self.bucket_size,
         )
 
 
@@ -135,12 +143,13 @@ def network_scores(
     device: torch.device,
     strategy: Strategy = "bucketed",
     padded_forward: Forward | None = None,
+    bucket_size: int = BUCKET_MAX_ITEMS,
 ) -> npt.NDArray[np.float32]:
     """Sigmoid scores of valid, non-empty id sequences, in input order (network in eval mode);
     ``padded_forward`` (the network traced, :func:`traced_padded`) runs the padded layouts."""
     out = np.zeros((len(sequences), network.config.n_labels), dtype=np.float32)
     with torch.inference_mode():
-        for indices in layout_groups([len(s) for s in sequences], strategy):
+        for indices in layout_groups([len(s) for s in sequences], strategy, bucket_size):
             ids, lengths = pad([sequences[i] for i in indices])
             if padded_forward is not None and strategy != "packed":
                 logits = padded_forward(ids.to(device), lengths)

@@ -1,12 +1,12 @@
-"""Running a model over one batch: length buckets, input order restored, failures isolated.
+"""Running a model over one batch: one call, input order restored, failures isolated.
 
-On CPU a batch is sorted by length and cut into buckets of similar lengths
-(``model.inference.length_buckets``, at most ``bucket_size`` each) so each forward pass pads
-little; on CUDA the whole batch goes in one call and the model packs it. The scores come
-back in input order and are checked (one row per input, one column per label). When a call
-fails (an exception, out of memory, a wrong shape), its inputs are split in halves and retried
-until the article that fails on its own is found: it gets the exception as its result, the
-others get their scores.
+The whole batch goes to the model in one call, and the model lays it out: on the CPU sorted by
+length and cut into buckets of similar lengths (``model.inference.length_buckets``, at most
+``bucket_size`` each) so each forward pass pads little, all of them in one native call with
+the ONNX runtime; on CUDA packed. The scores come back in input order and are checked (one row
+per input, one column per label). When a call fails (an exception, out of memory, a wrong
+shape), its inputs are split in halves and retried until the article that fails on its own is
+found: it gets the exception as its result, the others get their scores.
 
 When every input of a batch failed, the model is asked for its warm-up input, which is known
 good (:meth:`Model.warm_up`): if that fails too, the fault is the model's, not the articles'
@@ -63,7 +63,8 @@ class Scored:
 
 
 class Scorer:
-    """Scores batches with a model: length buckets on CPU (``bucket_size`` set), else whole."""
+    """Scores batches with a model; counts the padding of its layout: length buckets on the
+    CPU (``bucket_size`` set, as the model was given), else the whole batch."""
 
     def __init__(self, bucket_size: int | None) -> None:
         if bucket_size is not None and bucket_size < 1:
@@ -80,10 +81,9 @@ class Scorer:
         started = time.perf_counter()
         lengths = [len(ids) for ids in token_ids]
         rows: list[Row | None] = [None] * len(token_ids)
-        padded = 0
-        for group in self.groups(lengths):
-            padded += max(lengths[i] for i in group) * len(group)
-            for index, row in isolate(model, token_ids, group):
+        padded = sum(max(lengths[i] for i in g) * len(g) for g in self.groups(lengths))
+        if token_ids:
+            for index, row in isolate(model, token_ids, list(range(len(token_ids)))):
                 rows[index] = row
         assert all(row is not None for row in rows), "every input gets a result"
         done = [r for r in rows if r is not None]

@@ -58,6 +58,7 @@ def classifier(
         device=settings.device,
         threads=settings.threads,
         runtime=settings.runtime,
+        bucket_size=settings.bucket_size,
     )
 
 
