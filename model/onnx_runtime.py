@@ -76,8 +76,8 @@ class OnnxRuntime:
 
     def scores(self, sequences: Sequence[Sequence[int]]) -> npt.NDArray[np.float32]:
         out = np.zeros((len(sequences), self._n_labels), dtype=np.float32)
-        lengths = [len(s) for s in sequences]
-        groups = list(layout_groups(lengths, self._strategy, self.bucket_size))
+        sizes = [len(s) for s in sequences]
+        groups = list(layout_groups(sizes, self._strategy, self.bucket_size))
         for start in range(0, len(groups), SLOTS):
             chunk = groups[start : start + SLOTS]
             feed = {}
