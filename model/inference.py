@@ -124,6 +124,10 @@ class Classifier:
         the artifact asks for at least one and none qualifies)."""
         return decide_labels(scores_row, self.labels, self.thresholds, self.at_least_one)
 
+    def decide_rows(self, scores: npt.ArrayLike) -> list[list[tuple[str, float]]]:
+        """:meth:`decide` for every row of ``[n, n_labels]`` scores at once."""
+        return decide_label_rows(scores, self.labels, self.thresholds, self.at_least_one)
+
     def warm_up(self) -> None:
         """Prepare the runtime, then run a few batches of typical shapes so the first real
         batch is not slow."""
@@ -192,12 +196,30 @@ def decide_labels(
     at_least_one: bool,
 ) -> list[tuple[str, float]]:
     """One article's labels by :func:`decide`, as (name, score) pairs, best first."""
-    row = np.asarray(scores_row, dtype=np.float32).reshape(-1)
-    if row.shape[0] != len(labels):
-        raise ModelError(f"{row.shape[0]} scores for {len(labels)} labels")
-    chosen = np.flatnonzero(decide(row[None, :], thresholds, at_least_one)[0])
-    ordered = chosen[np.argsort(-row[chosen], kind="stable")]
-    return [(labels[i], float(row[i])) for i in ordered]
+    row = np.asarray(scores_row, dtype=np.float32).reshape(1, -1)
+    return decide_label_rows(row, labels, thresholds, at_least_one)[0]
+
+
+def decide_label_rows(
+    scores: npt.ArrayLike,
+    labels: Sequence[str],
+    thresholds: npt.NDArray[np.float32],
+    at_least_one: bool,
+) -> list[list[tuple[str, float]]]:
+    """:func:`decide_labels` for each row of ``[n, n_labels]`` scores, in a few array
+    operations for the whole batch instead of a few per article."""
+    matrix = np.asarray(scores, dtype=np.float32)
+    if matrix.ndim != 2 or matrix.shape[1] != len(labels):
+        raise ModelError(f"scores of shape {matrix.shape} for {len(labels)} labels")
+    rows, columns = np.nonzero(decide(matrix, thresholds, at_least_one))
+    values = matrix[rows, columns]
+    order = np.lexsort((-values, rows))  # by row, then best first; ties keep label order
+    decided: list[list[tuple[str, float]]] = [[] for _ in range(matrix.shape[0])]
+    for row, column, value in zip(
+        rows[order].tolist(), columns[order].tolist(), values[order].tolist(), strict=True
+    ):
+        decided[row].append((labels[column], value))
+    return decided
 
 
 def length_buckets(

@@ -40,6 +40,9 @@ class Model(Encoder, Protocol):
 
     def decide(self, scores_row: np.ndarray) -> list[tuple[str, float]]: ...
 
+    def decide_rows(self, scores: np.ndarray) -> list[list[tuple[str, float]]]:
+        """:meth:`decide` for each row of ``[n, labels]`` scores."""
+
     def warm_up(self) -> None: ...
 
 

@@ -57,7 +57,13 @@ import numpy.typing as npt
 from common.logging import configure, get_logger
 from model.artifact import Artifact
 from model.errors import ModelError
-from model.inference import AT_LEAST_ONE, RUNTIMES, Classifier, decide_labels
+from model.inference import (
+    AT_LEAST_ONE,
+    RUNTIMES,
+    Classifier,
+    decide_label_rows,
+    decide_labels,
+)
 from worker.errors import WorkerError
 
 log = get_logger("worker.offload")
@@ -265,6 +271,9 @@ class OffloadedModel:
 
     def decide(self, scores_row: npt.ArrayLike) -> list[tuple[str, float]]:
         return decide_labels(scores_row, self.labels, self._thresholds, self._at_least_one)
+
+    def decide_rows(self, scores: npt.ArrayLike) -> list[list[tuple[str, float]]]:
+        return decide_label_rows(scores, self.labels, self._thresholds, self._at_least_one)
 
     def warm_up(self) -> None:
         """Load the model in the child (which warms it up there)."""

@@ -50,7 +50,12 @@ class Results:
         self._checked_model: Model | None = None
 
     def prediction(
-        self, item: Item, row: np.ndarray, model: Model, classified_at: datetime
+        self,
+        item: Item,
+        row: np.ndarray,
+        model: Model,
+        classified_at: datetime,
+        decided: list[tuple[str, float]] | None = None,
     ) -> Outgoing:
         """A :class:`schemas.Prediction` as JSON, written without building the model object.
 
@@ -60,14 +65,15 @@ class Results:
         the worker's CPU (docs/benchmarks.md, "Worker overhead, round 2"); what validation
         checked is true by construction here: the id was validated with its article, a score
         is clamped into [0, 1], and the model's labels and version are checked once per model.
+        ``decided`` is ``model.decide(row)`` when the caller decided the whole batch at once.
         """
         assert item.article is not None, "only a decoded article is predicted"
         if model is not self._checked_model:
             check_model(model)
             self._checked_model = model
-        labels = [
-            {"name": name, "score": min(1.0, max(0.0, score))} for name, score in model.decide(row)
-        ]
+        if decided is None:
+            decided = model.decide(row)
+        labels = [{"name": name, "score": min(1.0, max(0.0, score))} for name, score in decided]
         origin = item.origin
         prediction = {
             "schema_version": 1,

@@ -16,10 +16,12 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 from pydantic import ValidationError
 
 from common.logging import get_logger
@@ -148,6 +150,7 @@ class Scoring:
 
     def _outcomes(self, model: Model, items: list[Item], scored: Scored) -> list[Outgoing]:
         rows = iter(scored.rows)
+        decisions = decide_all(model, scored)
         now = datetime.now(UTC)
         outgoing = []
         for item in items:
@@ -158,13 +161,25 @@ class Scoring:
             if isinstance(row, Exception):
                 outgoing.append(self._results.failed(item, row))
                 continue
+            decided = next(decisions) if decisions is not None else None
             try:
-                outgoing.append(self._results.prediction(item, row, model, now))
+                outgoing.append(self._results.prediction(item, row, model, now, decided))
             except Exception as exc:  # a result that does not fit its schema is a bug, not a crash
                 outgoing.append(
                     self._results.dead_letter(item.origin, "internal", unfit(exc), item.payload)
                 )
         return outgoing
+
+
+def decide_all(model: Model, scored: Scored) -> Iterator[list[tuple[str, float]]] | None:
+    """The labels of every scored row, decided for the batch at once (in a few array
+    operations, not a few per article); None if that fails, and then each row is decided
+    alone, so that a row the rule cannot take becomes one dead letter, not the batch's."""
+    rows = [row for row in scored.rows if not isinstance(row, Exception)]
+    try:
+        return iter(model.decide_rows(np.stack(rows))) if rows else iter(())
+    except Exception:
+        return None
 
 
 def unfit(exc: Exception) -> str:

@@ -195,6 +195,22 @@ def test_decide_gives_the_top_label_when_the_artifact_asks_for_one() -> None:
     assert score == pytest.approx(0.3)
 
 
+@pytest.mark.parametrize("at_least_one", [False, True])
+def test_deciding_a_batch_at_once_gives_each_row_its_own_decision(at_least_one: bool) -> None:
+    """The batch form of the rule (the worker's) equals the rule row by row, ties included."""
+    toy = toy_artifact()
+    manifest = toy.manifest.model_copy(update={"hyperparameters": {AT_LEAST_ONE: at_least_one}})
+    classifier = Classifier.from_artifact(
+        Artifact(manifest, toy.encoder, toy.config, toy.state), version=1
+    )
+    rng = np.random.default_rng(4)
+    scores = rng.choice([0.05, 0.3, 0.5, 0.7, 0.9], size=(200, 3)).astype(np.float32)
+    assert classifier.decide_rows(scores) == [classifier.decide(row) for row in scores]
+    assert classifier.decide_rows(np.zeros((0, 3), dtype=np.float32)) == []
+    with pytest.raises(ModelError):
+        classifier.decide_rows(scores[:, :2])
+
+
 def test_warm_up_runs() -> None:
     Classifier.from_artifact(toy_artifact(), version=1, device="cpu").warm_up()
 

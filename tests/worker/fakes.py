@@ -51,6 +51,9 @@ class FakeModel:
     def decide(self, scores_row: np.ndarray) -> list[tuple[str, float]]:
         return [(n, float(s)) for n, s in zip(self.labels, scores_row, strict=True) if s >= 0.5]
 
+    def decide_rows(self, scores: np.ndarray) -> list[list[tuple[str, float]]]:
+        return [self.decide(row) for row in scores]
+
     def warm_up(self) -> None:
         self.scores([[1, 2, 3]])
 
