@@ -1,9 +1,10 @@
 """Model only: articles/s and tokens/s of forward passes on pre-encoded articles.
 
-Every batch size x layout (``packed``, ``bucketed``, ``padded``; see ``model.inference``) is
-timed ``repeats`` times, the repeats interleaved so a noisy spell hits every cell alike. Also
-timed: the worker's own scoring path at its batch settings (``worker.inference.Scorer``, the
-figure the end-to-end throughput is compared with) and the encoder on its own.
+Every runtime x batch size x layout it offers (torch: ``packed``, ``bucketed``, ``padded``;
+ONNX Runtime: ``bucketed``, ``padded``; see ``model.inference``) is timed ``repeats`` times,
+the repeats interleaved so a noisy spell hits every cell alike. Also timed: the worker's own
+scoring path at its batch settings (``worker.inference.Scorer``, the figure the end-to-end
+throughput is compared with) and the encoder on its own.
 """
 
 from __future__ import annotations
@@ -17,12 +18,16 @@ from benchmarks.stats import Spread, rate
 from model.inference import Classifier, Strategy, length_buckets
 from worker.inference import Scorer
 
-LAYOUTS: tuple[Strategy, ...] = ("packed", "bucketed", "padded")
+LAYOUTS: dict[str, tuple[Strategy, ...]] = {
+    "torch": ("packed", "bucketed", "padded"),
+    "onnx": ("bucketed", "padded"),
+}
 
 
 @dataclass(frozen=True)
 class ModelRow:
     device: str
+    runtime: str
     strategy: str
     batch_size: int
     articles_per_s: Spread
@@ -51,12 +56,12 @@ def chunks(token_ids: Sequence[list[int]], size: int, count: int) -> list[list[l
     return [picked[start : start + size] for start in range(0, count, size)]
 
 
-def cells(token_ids: Sequence[list[int]], plan: Plan) -> list[Cell]:
+def cells(token_ids: Sequence[list[int]], plan: Plan, layouts: Sequence[Strategy]) -> list[Cell]:
     result = []
     for size in plan.batch_sizes:
         count = plan.model_articles // 4 if size == 1 else max(plan.model_articles, 2 * size)
         batches = chunks(token_ids, size, count)
-        result += [Cell(strategy, size, batches) for strategy in LAYOUTS]
+        result += [Cell(strategy, size, batches) for strategy in layouts]
     return result
 
 
@@ -84,16 +89,18 @@ def run_cell(model: Classifier, cell: Cell) -> float:
 
 
 def measure(model: Classifier, token_ids: Sequence[list[int]], plan: Plan) -> list[ModelRow]:
-    """One row per batch size x layout on ``model``'s device."""
-    grid = cells(token_ids, plan)
+    """One row per batch size x layout of ``model``'s runtime on its device."""
+    runtime = model.runtime.name
+    grid = cells(token_ids, plan, LAYOUTS[runtime])
     times: list[list[float]] = [[] for _ in grid]
     for _ in range(plan.repeats):
         for cell, measured in zip(grid, times, strict=True):
             measured.append(run_cell(model, cell))
-    model.strategy = "bucketed" if model.device.type == "cpu" else "packed"
+    model.strategy = "bucketed" if model.device == "cpu" else "packed"
     return [
         ModelRow(
-            device=model.device.type,
+            device=model.device,
+            runtime=runtime,
             strategy=cell.strategy,
             batch_size=cell.batch_size,
             articles_per_s=Spread.of([rate(cell.articles, s) for s in measured]),

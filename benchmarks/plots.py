@@ -18,15 +18,19 @@ if TYPE_CHECKING:
 def model_plot(results: Results, path: Path) -> None:
     """Articles/s by batch size, one line per layout and device, with the spread shaded."""
     figure, axes = plt.subplots(figsize=(7, 4))
-    keys = sorted({(r.device, r.strategy) for r in results.model_rows})
-    for device, strategy in keys:
-        rows = [r for r in results.model_rows if (r.device, r.strategy) == (device, strategy)]
+    keys = sorted({(r.device, r.runtime, r.strategy) for r in results.model_rows})
+    for device, runtime, strategy in keys:
+        rows = [
+            r
+            for r in results.model_rows
+            if (r.device, r.runtime, r.strategy) == (device, runtime, strategy)
+        ]
         sizes = [r.batch_size for r in rows]
         axes.plot(
             sizes,
             [r.articles_per_s.median for r in rows],
             marker="o",
-            label=f"{strategy} ({device})",
+            label=f"{strategy} ({runtime}, {device})",
         )
         axes.fill_between(
             sizes,

@@ -154,6 +154,7 @@ def model_section(results: Results, images: str) -> str:
     rows = [
         [
             r.device,
+            r.runtime,
             r.strategy,
             r.batch_size,
             r.articles_per_s.text(),
@@ -172,12 +173,16 @@ def model_section(results: Results, images: str) -> str:
         [
             "## 1. Model only",
             "",
-            "Forward passes on pre-encoded articles (`Classifier.scores`), torch on 1 thread as "
-            "the worker runs it. Layouts: `packed` (`pack_padded_sequence`), `bucketed` (sorted "
-            "by length, buckets of similar lengths), `padded` (one tensor). Padding ratio: the "
-            "share of LSTM steps spent on padding (packed runs real steps only).",
+            "Forward passes on pre-encoded articles (`Classifier.scores`) on 1 thread as the "
+            "worker runs them, with each runtime: `onnx` (ONNX Runtime, the worker's CPU default) "
+            "and `torch`. Layouts: `packed` (`pack_padded_sequence`, torch only), `bucketed` "
+            "(sorted by length, buckets of similar lengths), `padded` (one tensor). Padding "
+            "ratio: the share of LSTM steps spent on padding (packed runs real steps only).",
             "",
-            cuda + table(["device", "layout", "batch", "articles/s", "tokens/s", "padding"], rows),
+            cuda
+            + table(
+                ["device", "runtime", "layout", "batch", "articles/s", "tokens/s", "padding"], rows
+            ),
             "",
             f"The worker's own scoring path (`worker.inference.Scorer`, buckets of {size}) on "
             f"full batches of {size}, its default `max_batch_size`: "

@@ -69,6 +69,12 @@ def model_section(
     model: Classifier, token_ids: list[list[int]], plan: Plan
 ) -> list[model_only.ModelRow]:
     rows = model_only.measure(model, token_ids, plan)
+    if model.runtime.name != "torch":
+        on_torch = Classifier.from_artifact(
+            model.artifact, version=1, device="cpu", threads=1, runtime="torch"
+        )
+        on_torch.warm_up()
+        rows += model_only.measure(on_torch, token_ids, plan)
     if torch.cuda.is_available():
         cuda = Classifier.from_artifact(model.artifact, version=1, device="cuda")
         cuda.warm_up()
