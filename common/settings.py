@@ -46,11 +46,11 @@ class KafkaSettings(BaseSettings):
     (docs/kafka.md): output 8.6x smaller than none, within 10 % of zstd, worker CPU the same as
     every other codec within noise, and readable by every client without optional libraries."""
     producer_backend: Literal["kafka-python", "confluent-kafka"] = "kafka-python"
-    """Which client the worker's at-least-once output goes through. ``confluent-kafka``
-    (librdkafka) batches, compresses and sends in C threads, off the GIL, at a fraction of
-    kafka-python's CPU per record (docs/benchmarks.md); it is not transactional, so an
-    exactly-once worker refuses it at start. Everything else (consumers, admin, the trainer,
-    exactly-once output) is kafka-python whatever this says."""
+    """Which client the worker's output goes through, under either guarantee.
+    ``confluent-kafka`` (librdkafka) batches, compresses and sends in C threads, off the GIL,
+    at a fraction of kafka-python's CPU per record (docs/benchmarks.md); exactly-once, its
+    transactions commit the offsets with the kafka-python consumer's group metadata.
+    Everything else (consumers, admin, the trainer) is kafka-python whatever this says."""
 
 
 class TopicSettings(BaseSettings):

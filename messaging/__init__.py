@@ -10,7 +10,7 @@ never sees a kafka-python class, exception or private attribute:
                refused, undecodable, fatal (kafka-python's exceptions are translated here)
 ``consumer``   :class:`Consumer`: a group member with explicit commits and rebalance callbacks
 ``producer``   :class:`Producer`: acks=all, idempotent, optionally transactional, compressed
-``rdkafka``    :class:`~messaging.rdkafka.RdKafkaProducer`: the same, not transactional, on
+``rdkafka``    :class:`~messaging.rdkafka.RdKafkaProducer`: the same, transactional too, on
                librdkafka (imported only by a worker configured for it)
 ``admin``      admin client, readiness, topic creation and description, group lag
 

@@ -1,4 +1,4 @@
-"""A second producer backend: confluent-kafka (librdkafka), for at-least-once output.
+"""A second producer backend: confluent-kafka (librdkafka), at-least-once and exactly-once.
 
 kafka-python does its producing in Python: batching, compression, the sender's network loop
 and every acknowledgement callback hold the GIL, and in the worker that is the largest cost
@@ -11,10 +11,17 @@ pending, ``close`` that fails what it could not send. Its configuration is the s
 producer's here (``acks=all``, idempotent, ``TAGSTREAM_KAFKA_COMPRESSION_TYPE``). Outcome
 callbacks run on this class's own polling thread, as kafka-python's run on its sender.
 
-Transactions are refused: an exactly-once worker commits its offsets through the producer
-with the consumer's group metadata (KIP-447), and librdkafka takes that only from its own
-consumer, while the worker's consumer is kafka-python's. The worker refuses the combination at
-start (:func:`worker.sink.open_sink`).
+Given a ``transactional_id`` it is transactional, with :class:`messaging.Producer`'s
+transaction methods and deadlines. An exactly-once worker commits its offsets inside the
+transaction with its consumer's group metadata (KIP-447: group, generation, member id, static
+instance id), so the broker refuses the commit of a member the group has moved on from.
+librdkafka takes that metadata as the bytes its own consumer serialises
+(``rd_kafka_consumer_group_metadata_write``, a documented format for handing the metadata to
+a producer in another process): :func:`group_metadata` writes them from the kafka-python
+consumer's membership, and a test holds them to what a librdkafka consumer in a group writes.
+librdkafka's transactional calls block; each is called in slices of ``CALL_SLICE_S`` (a call
+that timed out can be called again and resumes) until it answers, the deadline
+(``transaction_timeout_s``) passes, or ``cancel`` is set.
 
 The errors a callback or a call sees are the project's kinds (:mod:`messaging.errors`),
 translated from librdkafka's codes by :func:`translate_rdkafka`.
@@ -22,13 +29,18 @@ translated from librdkafka's codes by :func:`translate_rdkafka`.
 
 from __future__ import annotations
 
+import contextlib
+import sys
 import threading
 import time
+import warnings
+from collections.abc import Callable
 from typing import Any
 
 import confluent_kafka
 from confluent_kafka import KafkaError, KafkaException
 
+from common.logging import get_logger
 from common.settings import KafkaSettings
 from messaging.config import client_config
 from messaging.errors import (
@@ -42,7 +54,15 @@ from messaging.errors import (
 from messaging.producer import Done, Outstanding
 from messaging.types import GroupMembership, TopicPartition
 
+log = get_logger("messaging.rdkafka")
+
 POLL_S = 0.05
+CALL_SLICE_S = 1.0
+"""How long one call of a blocking transactional method may wait before the deadline and
+``cancel`` are looked at again."""
+METADATA_MAGIC = b"CGMDv2:"
+TRANSACTION_TIMEOUT_MS = 60_000
+RETRY_PAUSE_S = 0.1
 MAX_BLOCK_S = 60.0
 """How long :meth:`RdKafkaProducer.send` waits for queue space, as kafka-python's
 ``max_block_ms``."""
@@ -119,28 +139,75 @@ def rdkafka_config(settings: KafkaSettings, *, client_id: str, linger_ms: int) -
     return config
 
 
+def group_metadata(membership: GroupMembership) -> bytes:
+    """librdkafka's serialised consumer group metadata for ``membership``: the magic, the
+    generation (native byte order, as librdkafka writes it), the group and member ids each
+    ending in a NUL byte, then whether the static instance id is absent and, if present, it."""
+    instance = membership.group_instance_id
+    return b"".join(
+        [
+            METADATA_MAGIC,
+            membership.generation_id.to_bytes(4, sys.byteorder, signed=True),
+            membership.group_id.encode() + b"\0",
+            membership.member_id.encode() + b"\0",
+            b"\x01" if instance is None else b"\x00" + instance.encode() + b"\0",
+        ]
+    )
+
+
 class RdKafkaProducer:
-    """Publishes records through librdkafka; not transactional (see the module docstring)."""
+    """Publishes records through librdkafka; transactional when given a ``transactional_id``."""
 
     def __init__(
-        self, kafka: KafkaSettings, *, client_id: str | None = None, linger_ms: int = 5
+        self,
+        kafka: KafkaSettings,
+        *,
+        client_id: str | None = None,
+        linger_ms: int = 5,
+        transactional_id: str | None = None,
+        transaction_timeout_s: float = 30.0,
+        cancel: threading.Event | None = None,
     ) -> None:
         config = rdkafka_config(kafka, client_id=client_id or kafka.client_id, linger_ms=linger_ms)
         config["error_cb"] = self._on_client_error
-        try:
-            self._producer = confluent_kafka.Producer(config)
-        except KafkaException as exc:
-            raise translate_rdkafka(exc.args[0]) from exc
+        if transactional_id is not None:
+            # The broker aborts a transaction open this long (kafka-python's default too);
+            # librdkafka wants every record's own timeout within it.
+            config["transactional.id"] = transactional_id
+            config["transaction.timeout.ms"] = TRANSACTION_TIMEOUT_MS
+            config["message.timeout.ms"] = TRANSACTION_TIMEOUT_MS
+        self._config = config
+        self._transactional = transactional_id is not None
+        self._timeout_s = transaction_timeout_s
+        self._cancel = cancel or threading.Event()
         self._outstanding = Outstanding()
         self._fatal: MessagingError | None = None
-        self._closing = threading.Event()
-        self._poller = threading.Thread(target=self._poll, name="rdkafka-callbacks", daemon=True)
-        self._poller.start()
+        self._refused_in_transaction = False
+        self._closed = False
+        self._open()
 
-    def _poll(self) -> None:
-        """Serve the outcome callbacks until closed (they run on this thread)."""
-        while not self._closing.is_set():
-            self._producer.poll(POLL_S)
+    def _open(self) -> None:
+        """A new librdkafka client and its polling thread; transactions initialised (fencing
+        an older producer with this id) within the deadline."""
+        try:
+            self._producer = confluent_kafka.Producer(self._config)
+        except KafkaException as exc:
+            raise translate_rdkafka(exc.args[0]) from exc
+        self._closing = threading.Event()
+        self._poller = threading.Thread(
+            target=_serve,
+            args=(self._producer, self._closing, self._on_client_error),
+            name="rdkafka-callbacks",
+            daemon=True,
+        )
+        self._poller.start()
+        if self._transactional:
+            try:
+                self._call("initialising transactions", self._producer.init_transactions)
+            except BaseException:
+                self._shut(0.0)
+                self._closed = True
+                raise
 
     def _on_client_error(self, error: KafkaError) -> None:
         # librdkafka reports broker disconnects here and recovers by itself; only a fatal
@@ -183,27 +250,95 @@ class RdKafkaProducer:
     def _outcome(self, on_done: Done | None) -> Any:
         def delivered(error: KafkaError | None, _message: Any) -> None:
             try:
+                outcome = None if error is None else translate_rdkafka(error)
+                if isinstance(outcome, RefusedError):
+                    self._refused_in_transaction = self._transactional
                 if on_done is not None:
-                    on_done(None if error is None else translate_rdkafka(error))
+                    on_done(outcome)
             finally:
                 self._outstanding.settle()
 
         return delivered
 
-    # -- transactions: not with this backend -------------------------------------------------
+    # -- transactions -----------------------------------------------------------------------
     def begin(self) -> None:
-        raise _no_transactions()
+        self._check_transactional()
+        self._refused_in_transaction = False
+        try:
+            self._producer.begin_transaction()
+        except KafkaException as exc:
+            raise translate_rdkafka(exc.args[0]) from exc
 
     def commit_offsets(
         self, offsets: dict[TopicPartition, int], membership: GroupMembership
     ) -> None:
-        raise _no_transactions()
+        """Add the consumer's offsets to the open transaction (KIP-447 fencing by generation).
+
+        Refuses a membership snapshot without a generation, which the broker would accept
+        unchecked (see :attr:`GroupMembership.is_member`)."""
+        self._check_transactional()
+        if not membership.is_member:
+            raise RetriableError("the consumer's group membership was reset; not committing")
+        positions = [
+            confluent_kafka.TopicPartition(tp.topic, tp.partition, offset)
+            for tp, offset in offsets.items()
+        ]
+        metadata = group_metadata(membership)
+        self._call(
+            "sending the offsets to the transaction",
+            lambda timeout: self._producer.send_offsets_to_transaction(
+                positions, metadata, timeout
+            ),
+        )
 
     def commit(self) -> None:
-        raise _no_transactions()
+        """Commit the open transaction (librdkafka flushes its records first)."""
+        self._check_transactional()
+        self._call("committing the transaction", self._producer.commit_transaction)
 
     def abort(self) -> None:
-        raise _no_transactions()
+        """Abort the open transaction; its unsent records are purged, and their callbacks hear
+        a retriable error.
+
+        After a transaction in which the broker refused a record for itself (over the topic's
+        ``max.message.bytes``), librdkafka 2.16 bumps the producer's epoch during the abort but
+        the next transaction to that partition still fails with ``OUT_OF_ORDER_SEQUENCE_NUMBER``
+        (tests/messaging/test_producer.py); so the client is opened anew, which starts a new
+        epoch with fresh sequences, as :class:`messaging.Producer` does for kafka-python."""
+        self._check_transactional()
+        refused = self._refused_in_transaction
+        self._call("aborting the transaction", self._producer.abort_transaction)
+        if refused:
+            self._shut(self._timeout_s)
+            self._open()
+
+    def _check_transactional(self) -> None:
+        if not self._transactional:
+            raise FatalError("this producer was opened without a transactional id")
+
+    def _call(self, what: str, call: Callable[[float], object]) -> None:
+        """``call(timeout)`` in slices until it answers; :class:`DeadlineError` after
+        ``transaction_timeout_s`` or once ``cancel`` is set, the project's kind of any error
+        librdkafka answers."""
+        deadline = time.monotonic() + self._timeout_s
+        while True:
+            remaining = deadline - time.monotonic()
+            if self._cancel.is_set():
+                raise DeadlineError(f"{what}: given up, the worker is stopping")
+            if remaining <= 0:
+                raise DeadlineError(f"{what}: no answer within {self._timeout_s:g} s")
+            try:
+                call(min(CALL_SLICE_S, remaining))
+                return
+            except KafkaException as exc:
+                error: KafkaError = exc.args[0]
+                if error.retriable() and not (error.fatal() or error.txn_requires_abort()):
+                    # Timed out (the call resumes where it was), or a coordinator still
+                    # loading or moving: librdkafka asks for the same call again.
+                    if error.code() != KafkaError._TIMED_OUT:
+                        self._cancel.wait(RETRY_PAUSE_S)
+                    continue
+                raise translate_rdkafka(error) from exc
 
     # -- lifecycle --------------------------------------------------------------------------
     def flush(self, timeout_s: float) -> None:
@@ -213,23 +348,50 @@ class RdKafkaProducer:
 
     def close(self, timeout_s: float) -> None:
         """Flush for up to ``timeout_s``, then purge what is left (its callbacks hear a
-        retriable error: at-least-once it is read again) and stop."""
-        if self._closing.is_set():
+        retriable error: at-least-once it is read again; exactly-once it was in a transaction
+        that is never committed) and stop."""
+        if self._closed:
             return
+        self._closed = True
+        self._shut(timeout_s)
+
+    def _shut(self, timeout_s: float) -> None:
+        producer = self._producer
         try:
             self.flush(timeout_s)
         except DeadlineError:
-            self._producer.purge(in_queue=True, in_flight=True)
-            self._producer.poll(0)
+            with contextlib.suppress(KafkaException):
+                producer.purge(in_queue=True, in_flight=True)
+                producer.poll(0)
         finally:
             self._closing.set()
             self._poller.join(max(timeout_s, 1.0))
-            self._producer.flush(0)
-            self._producer.close()
+            with warnings.catch_warnings(record=True) as noted:
+                # Closed with a transaction open (or not yet initialised), confluent-kafka
+                # aborts it and warns when it cannot; a fenced client raises its fatal error
+                # again. The broker aborts such a transaction at its timeout.
+                warnings.simplefilter("always")
+                try:
+                    producer.flush(0)
+                    producer.close()
+                except KafkaException as exc:
+                    log.warning("librdkafka producer closed", error=str(exc.args[0]))
+            for warning in noted:
+                log.warning("librdkafka producer closed", note=str(warning.message))
 
 
-def _no_transactions() -> FatalError:
-    return FatalError(
-        "the confluent-kafka producer backend is not transactional; exactly-once output needs "
-        "TAGSTREAM_KAFKA_PRODUCER_BACKEND=kafka-python"
-    )
+def _serve(
+    producer: confluent_kafka.Producer,
+    closing: threading.Event,
+    on_error: Callable[[KafkaError], None],
+) -> None:
+    """Serve a client's outcome callbacks until it is closed (they run on this thread). A
+    fenced transactional client raises its fatal error out of ``poll``: that goes to
+    ``on_error`` (the next call on the producer raises it) and serving goes on, so the
+    outcomes still pending are heard when the client is closed."""
+    while not closing.is_set():
+        try:
+            producer.poll(POLL_S)
+        except KafkaException as exc:
+            on_error(exc.args[0])
+            closing.wait(POLL_S)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import threading
 from typing import Protocol
 
-from common.errors import ConfigError
 from common.settings import KafkaSettings
 from messaging import GroupMembership, Producer, TopicPartition
 from messaging.producer import Done
@@ -44,19 +43,19 @@ def open_sink(
 ) -> Sink:
     """The worker's producer; transactional under exactly-once. ``cancel`` ends its waits.
 
-    ``TAGSTREAM_KAFKA_PRODUCER_BACKEND=confluent-kafka`` sends at-least-once output through
-    librdkafka (:mod:`messaging.rdkafka`, imported only then); exactly-once refuses it.
+    ``TAGSTREAM_KAFKA_PRODUCER_BACKEND=confluent-kafka`` sends the output through librdkafka
+    (:mod:`messaging.rdkafka`, imported only then), under either guarantee.
     """
     if kafka.producer_backend == "confluent-kafka":
-        if settings.exactly_once:
-            raise ConfigError(
-                "TAGSTREAM_KAFKA_PRODUCER_BACKEND=confluent-kafka is not transactional; "
-                "exactly-once output needs kafka-python (the default)"
-            )
         from messaging.rdkafka import RdKafkaProducer  # noqa: PLC0415 - only when chosen
 
         return RdKafkaProducer(
-            kafka, client_id=f"{kafka.client_id}-{worker_id}", linger_ms=settings.producer_linger_ms
+            kafka,
+            client_id=f"{kafka.client_id}-{worker_id}",
+            linger_ms=settings.producer_linger_ms,
+            transactional_id=settings.transactional_id() if settings.exactly_once else None,
+            transaction_timeout_s=settings.transaction_timeout_s,
+            cancel=cancel,
         )
     if not settings.exactly_once:
         return Producer(

@@ -1,5 +1,5 @@
 """The producer outlives a record the broker refuses (real Kafka): later records still go out,
-with either backend (kafka-python, or confluent-kafka for at-least-once output).
+with either backend (kafka-python, or confluent-kafka), transactional or not.
 
 kafka-python 3.0.12 alone fails here: an idempotent producer turns fatal after one
 ``MESSAGE_TOO_LARGE`` and every later send fails with it; a transactional one is left with a
@@ -51,10 +51,12 @@ class Outcomes:
         wait_until(lambda: all(n in self.answers for n in names), 30, f"answers for {names}")
 
 
-def open_producer(kafka: KafkaSettings, backend: str) -> Producer | RdKafkaProducer:
+def open_producer(
+    kafka: KafkaSettings, backend: str, transactional_id: str | None = None
+) -> Producer | RdKafkaProducer:
     if backend == "confluent-kafka":
-        return RdKafkaProducer(kafka, linger_ms=0)
-    return Producer(kafka, linger_ms=0)
+        return RdKafkaProducer(kafka, linger_ms=0, transactional_id=transactional_id)
+    return Producer(kafka, linger_ms=0, transactional_id=transactional_id)
 
 
 @pytest.mark.parametrize("backend", ["kafka-python", "confluent-kafka"])
@@ -78,13 +80,15 @@ def test_an_idempotent_producer_sends_on_after_the_broker_refused_a_record(
     assert [outcomes.answers[f"small-{i}"] for i in range(3)] == [None, None, None]
 
 
+@pytest.mark.parametrize("backend", ["kafka-python", "confluent-kafka"])
 def test_a_transactional_producer_commits_the_next_transaction_after_a_refused_one(
+    backend: str,
     kafka_settings: KafkaSettings,
     topic_factory: Callable[..., str],
     reader: Callable[..., TopicReader],
 ) -> None:
     topic = small_topic(kafka_settings, topic_factory)
-    producer = Producer(kafka_settings, linger_ms=0, transactional_id=f"{topic}-tx")
+    producer = open_producer(kafka_settings, backend, transactional_id=f"{topic}-tx")
     outcomes = Outcomes()
     try:
         producer.begin()

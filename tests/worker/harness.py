@@ -137,7 +137,9 @@ def in_process(
     """Start in-process workers on this test's group; each is stopped at the end."""
     started: list[InProcess] = []
 
-    def start(topics: dict[str, str], **settings: Any) -> InProcess:
+    def start(
+        topics: dict[str, str], kafka: KafkaSettings | None = None, **settings: Any
+    ) -> InProcess:
         values = (
             FAST
             | {
@@ -151,7 +153,7 @@ def in_process(
         )
         registry = RegistrySettings(cache_dir=tmp_path / "model-cache")
         started.append(
-            InProcess(WorkerSettings(**values), kafka_settings, redis_settings, registry)
+            InProcess(WorkerSettings(**values), kafka or kafka_settings, redis_settings, registry)
         )
         return started[-1]
 

@@ -170,13 +170,24 @@ def test_three_workers_split_six_partitions_and_together_predict_everything(
 
 
 @pytest.mark.parametrize(
-    ("guarantee", "inference_process"),
-    [("at_least_once", False), ("exactly_once", False), ("exactly_once", True)],
-    ids=["at_least_once", "exactly_once", "exactly_once-inference_process"],
+    ("guarantee", "inference_process", "backend"),
+    [
+        ("at_least_once", False, "kafka-python"),
+        ("exactly_once", False, "kafka-python"),
+        ("exactly_once", True, "kafka-python"),
+        ("exactly_once", False, "confluent-kafka"),
+    ],
+    ids=[
+        "at_least_once",
+        "exactly_once",
+        "exactly_once-inference_process",
+        "exactly_once-confluent_kafka",
+    ],
 )
 def test_a_worker_killed_mid_stream_loses_nothing(
     guarantee: str,
     inference_process: bool,
+    backend: str,
     kafka_settings: KafkaSettings,
     service_env: dict[str, str],
     topics: Any,
@@ -200,7 +211,7 @@ def test_a_worker_killed_mid_stream_loses_nothing(
         max_batch_size="16",
         commit_interval_ms="100",
         inference_process=str(inference_process).lower(),
-    )
+    ) | {"TAGSTREAM_KAFKA_PRODUCER_BACKEND": backend}
     total = 3000
     produce(kafka_settings, t["input"], articles(total))
     predictions = reader(t["output"])
@@ -226,7 +237,9 @@ def test_a_worker_killed_mid_stream_loses_nothing(
         assert duplicates == 0
 
 
+@pytest.mark.parametrize("backend", ["kafka-python", "confluent-kafka"])
 def test_exactly_once_holds_across_a_rebalance_when_a_second_worker_joins(
+    backend: str,
     kafka_settings: KafkaSettings,
     topics: Any,
     toy_model: Path,
@@ -243,7 +256,12 @@ def test_exactly_once_holds_across_a_rebalance_when_a_second_worker_joins(
     )
     feed.start()
     predictions = reader(t["output"])
-    eos = {"processing_guarantee": "exactly_once", "model_path": toy_model, "max_batch_size": 16}
+    eos = {
+        "processing_guarantee": "exactly_once",
+        "model_path": toy_model,
+        "max_batch_size": 16,
+        "kafka": kafka_settings.model_copy(update={"producer_backend": backend}),
+    }
     first = in_process(t, worker_id="first", **eos)
     wait_until(lambda: len(predictions.ids()) >= 300, 60, "300 predictions by the first worker")
     second = in_process(t, worker_id="second", **eos)
