@@ -99,6 +99,7 @@ def _check(outcome: Outcome, stream: Stream) -> None:
         ("at_least_once", "kafka-python"),
         pytest.param("exactly_once", "kafka-python", marks=pytest.mark.cluster_exactly_once),
         ("at_least_once", "confluent-kafka"),
+        pytest.param("exactly_once", "confluent-kafka", marks=pytest.mark.cluster_exactly_once),
     ],
 )
 def test_the_leader_of_the_busiest_partition_killed_and_back_20_s_later(
@@ -113,7 +114,7 @@ def test_the_leader_of_the_busiest_partition_killed_and_back_20_s_later(
 ) -> None:
     """kill -9 of the node leading the input partition with the most records, mid-stream;
     another in-sync replica takes over and the stream goes on; the node comes back 20 s
-    later and catches up. At-least-once also with the workers' output through librdkafka
+    later and catches up. Both guarantees also with the workers' output through librdkafka
     (``TAGSTREAM_KAFKA_PRODUCER_BACKEND=confluent-kafka``)."""
     size = cluster_scale()
     stream = _stream(
