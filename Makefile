@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 .PHONY: help setup demo test test-unit lint format bench stack-up stack-down schemas clean
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
 
 setup: ## Install everything (system packages, cached venv, Kafka jars, data); idempotent
 	@bash deploy/local/setup.sh
@@ -24,6 +24,10 @@ test: setup lint ## Lint, then run every test against the real Kafka and Redis (
 .PHONY: cluster
 cluster: setup ## The three-broker fault scenarios at CI size (docs/reliability.md, section 12)
 	$(BIN)/pytest tests/cluster -m cluster_scenario --timeout 900 -rA $(PYTEST_ARGS)
+
+.PHONY: test-confluent
+test-confluent: setup ## The worker, reliability and messaging tests with every worker's output on librdkafka
+	TAGSTREAM_KAFKA_PRODUCER_BACKEND=confluent-kafka $(BIN)/pytest tests/worker tests/reliability tests/messaging $(PYTEST_ARGS)
 
 test-unit: setup ## Only the tests that need no server
 	$(BIN)/pytest -m "not integration" $(PYTEST_ARGS)
