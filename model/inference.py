@@ -91,9 +91,9 @@ class Classifier:
         """The artifact's model on ``device`` ("auto": CUDA when present) with ``runtime``
         ("auto": ONNX Runtime on the CPU, torch on CUDA); the ``bucketed`` layout puts at most
         ``bucket_size`` sequences in a forward pass."""
-        chosen = build_runtime(artifact, device, threads, runtime)
         if bucket_size < 1:
             raise ModelError(f"bucket_size must be at least 1, not {bucket_size}")
+        chosen = build_runtime(artifact, device, threads, runtime)
         chosen.bucket_size = bucket_size
         return cls(artifact, chosen, version=version)
 

@@ -162,7 +162,7 @@ def test_default_strategy_on_cpu_is_bucketed_and_unknown_ones_are_refused(runtim
 
 
 def test_the_cpu_runs_onnx_runtime_unless_told_otherwise() -> None:
-    assert Classifier.from_artifact(toy_artifact(), version=1).runtime.name == "onnx"
+    assert Classifier.from_artifact(toy_artifact(), version=1, device="cpu").runtime.name == "onnx"
     chosen = Classifier.from_artifact(toy_artifact(), version=1, device="cpu", runtime="torch")
     assert chosen.runtime.name == "torch"
 

@@ -349,6 +349,7 @@ def test_sigterm_drains_commits_and_ends_with_a_summary(
         intake_chunks="2",
         commit_interval_ms="60000",
         commit_every_messages="1000000",
+        device="cpu",  # the runtime asserted below is the CPU's, GPU or not
     )
     produce(kafka_settings, t["input"], articles(3000))
     predictions = reader(t["output"])
