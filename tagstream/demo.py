@@ -423,7 +423,10 @@ def _summary(
 ) -> None:
     gold = {a.id: a.labels for a in test}
     quality = Table(
-        "model version", "articles", "micro-F1", title="quality of the streamed predictions"
+        "model version",
+        "articles",
+        "micro-F1",
+        title="quality of the streamed predictions (output topic: every article, as served)",
     )
     for version, (count, f1) in micro_f1_by_version(tally.predictions, gold, labels).items():
         quality.add_row(str(version), str(count), f"{f1:.3f}")
@@ -481,6 +484,10 @@ def _live_quality(console: Console, ports: dict[str, int]) -> None:
         "live macro-F1",
         "output PSI",
         title="live quality (tagstream monitor: gold labels joined with predictions)",
+        caption=(
+            "each version's last labelled articles, served or scored as the canary's shadow:"
+            " a version that was a canary first is measured on other articles than above"
+        ),
     )
     for version, figures in sorted(monitor.items(), key=lambda item: int(item[0])):
         table.add_row(
