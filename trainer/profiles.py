@@ -84,7 +84,7 @@ PROFILES: dict[str, TrainingProfile] = {
     "full": TrainingProfile(
         name="full",
         max_tokens=256,
-        hidden_size=128,
+        hidden_size=256,  # over 128 by validation, at 2.8x the serving cost (docs/model.md, W14)
         bag_of_words=True,
         max_epochs=8,
         patience=8,
