@@ -89,7 +89,7 @@ PROFILES: dict[str, TrainingProfile] = {
         max_epochs=8,
         patience=8,
         max_seconds=480.0,
-        ema_decay=0.998,
+        ema_decay=0.998,  # a ceiling its ~1,780 steps never reach (docs/model.md, W15)
         **_REGULARISED,
     ),
 }
