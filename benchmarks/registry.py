@@ -4,7 +4,7 @@
 
 Talks to the Redis in ``TAGSTREAM_REDIS_*`` (e.g. the one ``tagstream stack up`` starts) under
 a throwaway namespace it deletes afterwards. The artifact is a real one (safetensors + JSON)
-with the ``full`` profile's shapes: 30 000-word vocabulary, 100-d embeddings, BiLSTM 128, 90
+with the ``full`` profile's network (``trainer.profiles``), a 30 000-word vocabulary and 90
 labels; its weights are random, which does not change its size.
 """
 
@@ -35,6 +35,7 @@ from model.registry import Registry
 from model.settings import RegistrySettings
 from model.watcher import AliasWatcher
 from schemas.manifest import ModelManifest, TrainingDataSummary
+from trainer.profiles import profile
 
 
 def letters(number: int) -> str:
@@ -51,9 +52,7 @@ def full_sized_artifact(vocab: int, labels: int) -> Artifact:
     words = [letters(i) for i in range(vocab)]
     texts = (" ".join(words[start : start + 1000]) for start in range(0, vocab, 1000))
     encoder = TextEncoder.train(texts, vocab_size=vocab, min_frequency=1, max_tokens=256)
-    config = NetworkConfig(
-        vocab_size=encoder.vocab_size, n_labels=labels, embedding_dim=100, hidden_size=128
-    )
+    config = NetworkConfig.for_data(profile("full"), vocab_size=encoder.vocab_size, n_labels=labels)
     network = build_network(config, seed=0)
     names = [f"label{i}" for i in range(labels)]
     manifest = ModelManifest(
