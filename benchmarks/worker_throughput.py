@@ -3,9 +3,9 @@
     .venv/bin/python benchmarks/worker_throughput.py [--articles 6000] [--runs 3]
         [--profile full] [--batch-size 64] [--threads 1]
 
-The model has the shape of a trainer profile (``full``: vocabulary 30,000, embeddings 100,
-BiLSTM 128, up to 256 tokens) with an encoder learnt from the Reuters-21578 training split
-and untrained weights: throughput depends on the shapes, not on what the weights learnt.
+The model has the network of a trainer profile (``trainer.profiles``; ``full`` by default)
+with an encoder learnt from the Reuters-21578 training split and untrained weights:
+throughput depends on the shapes, not on what the weights learnt.
 Articles are the Reuters test split (real lengths), repeated with fresh ids to ``--articles``.
 
 Model only: the same batches the worker would form (``--batch-size`` articles in arrival
@@ -60,14 +60,7 @@ def build_artifact(profile_name: str, train_texts: list[str], labels: list[str])
         min_frequency=settings.min_frequency,
         max_tokens=settings.max_tokens,
     )
-    config = NetworkConfig(
-        vocab_size=encoder.vocab_size,
-        n_labels=len(labels),
-        embedding_dim=settings.embedding_dim,
-        hidden_size=settings.hidden_size,
-        layers=settings.layers,
-        pooling=settings.pooling,
-    )
+    config = NetworkConfig.for_data(settings, vocab_size=encoder.vocab_size, n_labels=len(labels))
     network = build_network(config, seed=1)
     manifest = ModelManifest(
         created_at="2025-01-01T00:00:00Z",
