@@ -183,6 +183,8 @@ class RdKafkaProducer:
         self._outstanding = Outstanding()
         self._fatal: MessagingError | None = None
         self._refused_in_transaction = False
+        self._wedged: str | None = None
+        """Why the client is abandoned: a transactional call never returned."""
         self._closed = False
         self._open()
 
@@ -284,7 +286,7 @@ class RdKafkaProducer:
             for tp, offset in offsets.items()
         ]
         metadata = group_metadata(membership)
-        self._call(
+        self._call_abandoning(
             "sending the offsets to the transaction",
             lambda timeout: self._producer.send_offsets_to_transaction(
                 positions, metadata, timeout
@@ -315,6 +317,33 @@ class RdKafkaProducer:
     def _check_transactional(self) -> None:
         if not self._transactional:
             raise FatalError("this producer was opened without a transactional id")
+        if self._wedged is not None:
+            raise DeadlineError(self._wedged)
+
+    def _call_abandoning(self, what: str, call: Callable[[float], object]) -> None:
+        """:meth:`_call` on a helper thread, given up at its deadline even when librdkafka
+        does not return: with its group coordinator down, ``send_offsets_to_transaction``
+        can block past its own timeout (librdkafka issue 5456, seen with 2.16 when a node
+        was killed). The client is then abandoned: every later transactional call raises
+        :class:`DeadlineError`, so the worker stops and its replacement fences the id."""
+        failure: list[BaseException] = []
+        answered = threading.Event()
+
+        def run() -> None:
+            try:
+                self._call(what, call)
+            except BaseException as exc:  # handed to the caller below
+                failure.append(exc)
+            finally:
+                answered.set()
+
+        threading.Thread(target=run, name="rdkafka-transaction-call", daemon=True).start()
+        if not answered.wait(self._timeout_s + CALL_SLICE_S):
+            self._wedged = f"{what}: librdkafka did not return within {self._timeout_s:g} s"
+            log.error("librdkafka transactional call abandoned", call=what)
+            raise DeadlineError(self._wedged)
+        if failure:
+            raise failure[0]
 
     def _call(self, what: str, call: Callable[[float], object]) -> None:
         """``call(timeout)`` in slices until it answers; :class:`DeadlineError` after
@@ -357,6 +386,12 @@ class RdKafkaProducer:
 
     def _shut(self, timeout_s: float) -> None:
         producer = self._producer
+        if self._wedged is not None:
+            # A thread is still inside librdkafka's transactional API, and closing aborts
+            # the open transaction through it: left to the process's exit instead.
+            self._closing.set()
+            log.warning("librdkafka producer left open", reason=self._wedged)
+            return
         try:
             self.flush(timeout_s)
         except DeadlineError:

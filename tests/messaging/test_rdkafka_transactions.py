@@ -5,6 +5,7 @@ id; and the group metadata it writes, held to what librdkafka's own consumer wri
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -12,7 +13,14 @@ import confluent_kafka
 import pytest
 
 from common.settings import KafkaSettings
-from messaging import Consumer, FencedError, GroupMembership, MessagingError, TopicPartition
+from messaging import (
+    Consumer,
+    DeadlineError,
+    FencedError,
+    GroupMembership,
+    MessagingError,
+    TopicPartition,
+)
 from messaging.rdkafka import METADATA_MAGIC, RdKafkaProducer, group_metadata
 from tests.worker.kafka_tools import TopicReader, committed_offsets, wait_until
 
@@ -147,3 +155,43 @@ def test_a_newer_producer_with_the_same_transactional_id_fences_the_older(
         older.close(5)
         if newer is not None:
             newer.close(5)
+
+
+class _OffsetsNeverAnswered(confluent_kafka.Producer):  # type: ignore[misc]
+    """librdkafka 2.16 with its group coordinator's node killed (issue 5456): the offsets
+    call blocks past its own timeout. Released when the test ends."""
+
+    release = threading.Event()
+
+    def send_offsets_to_transaction(self, *_args: object, **_kwargs: object) -> None:
+        self.release.wait(600)
+
+
+def test_an_offsets_call_librdkafka_never_returns_is_given_up_at_the_deadline(
+    kafka_settings: KafkaSettings,
+    topic_factory: Callable[..., str],
+    group_id: str,
+    member: Consumer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    out = topic_factory(1, "out")
+    (tp,) = member.assignment()
+    monkeypatch.setattr(confluent_kafka, "Producer", _OffsetsNeverAnswered)
+    producer = RdKafkaProducer(
+        kafka_settings, linger_ms=0, transactional_id=f"{out}-tx", transaction_timeout_s=2.0
+    )
+    try:
+        producer.begin()
+        producer.send(out, b"k", b'"never committed"', None)
+        with pytest.raises(DeadlineError, match="did not return"):
+            producer.commit_offsets({tp: 5}, member.membership())
+        # The client is abandoned: nothing more goes through librdkafka's transactions,
+        # so the worker stops and its replacement fences the transactional id.
+        with pytest.raises(DeadlineError, match="did not return"):
+            producer.abort()
+        with pytest.raises(DeadlineError, match="did not return"):
+            producer.begin()
+        producer.close(2)
+    finally:
+        _OffsetsNeverAnswered.release.set()
+    assert committed_offsets(kafka_settings, group_id) == {}
