@@ -338,10 +338,15 @@ class RdKafkaProducer:
                 answered.set()
 
         threading.Thread(target=run, name="rdkafka-transaction-call", daemon=True).start()
-        if not answered.wait(self._timeout_s + CALL_SLICE_S):
-            self._wedged = f"{what}: librdkafka did not return within {self._timeout_s:g} s"
-            log.error("librdkafka transactional call abandoned", call=what)
-            raise DeadlineError(self._wedged)
+        # _call answers within a slice of its deadline or of cancel, unless librdkafka hangs
+        deadline = time.monotonic() + self._timeout_s + CALL_SLICE_S
+        while not answered.wait(POLL_S):
+            if self._cancel.is_set():
+                deadline = min(deadline, time.monotonic() + 2 * CALL_SLICE_S)
+            if time.monotonic() > deadline:
+                self._wedged = f"{what}: librdkafka did not return within its deadline"
+                log.error("librdkafka transactional call abandoned", call=what)
+                raise DeadlineError(self._wedged)
         if failure:
             raise failure[0]
 
