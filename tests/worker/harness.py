@@ -180,7 +180,8 @@ def reader(kafka_settings: KafkaSettings) -> Iterator[Callable[..., TopicReader]
 @pytest.fixture
 def processes(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     """``processes(env, name, command=None)``: a service process logging to a file; killed
-    at the end if still running, its last lines printed (shown when the test fails)."""
+    at the end if still running; what it said besides its batches, and its last lines, are
+    printed (shown when the test fails)."""
     started: list[WorkerProcess] = []
 
     def start(env: dict[str, str], name: str, command: list[str] | None = None) -> WorkerProcess:
@@ -190,5 +191,9 @@ def processes(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     yield start
     for process in started:
         process.close()
-        print(f"--- {process.log_path.name} (last lines) ---")  # shown when the test fails
-        print("\n".join(process.log_path.read_text(errors="replace").splitlines()[-40:]))
+        lines = process.log_path.read_text(errors="replace").splitlines()
+        said = [line for line in lines if '"event": "batch"' not in line]
+        print(f"--- {process.log_path.name}: {len(lines)} lines, the last 30 not batches ---")
+        print("\n".join(said[-30:]))  # shown when the test fails
+        print(f"--- {process.log_path.name}: the last 5 lines ---")
+        print("\n".join(lines[-5:]))

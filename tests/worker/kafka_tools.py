@@ -80,10 +80,17 @@ class TopicReader:
         self._positions: dict[int, int] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
+        try:
+            self._read()
+        except Exception as exc:  # kept for the test's thread: a dead reader must not look idle
+            self._error = exc
+
+    def _read(self) -> None:
         while not self._stop.is_set():
             for batch in self._consumer.poll(timeout_ms=100).values():
                 with self._lock:
@@ -95,12 +102,18 @@ class TopicReader:
             with self._lock:
                 self._positions = {p: at for p, at in positions.items() if at is not None}
 
+    def _check(self) -> None:
+        if self._error is not None:
+            raise RuntimeError(f"the topic reader stopped: {self._error!r}") from self._error
+
     def positions(self) -> dict[int, int]:
         """The next offset to be read, per partition whose position is known yet."""
+        self._check()
         with self._lock:
             return dict(self._positions)
 
     def snapshot(self) -> list[dict[str, Any]]:
+        self._check()
         with self._lock:
             return list(self.records)
 
@@ -122,13 +135,72 @@ def committed_offsets(kafka: KafkaSettings, group: str) -> dict[int, int]:
     return {tp.partition: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
 
 
-def wait_until(condition: Callable[[], bool], timeout_s: float, what: str = "") -> None:
+def wait_until(
+    condition: Callable[[], bool],
+    timeout_s: float,
+    what: str = "",
+    explain: Callable[[], str] | None = None,
+) -> None:
+    """Wait for ``condition``; past ``timeout_s`` fail, with ``explain()`` in the message."""
     deadline = time.monotonic() + timeout_s
     pause = threading.Event()
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout_s} s: {what}")
+            detail = f"\n{explain()}" if explain is not None else ""
+            raise AssertionError(f"not within {timeout_s} s: {what}{detail}")
         pause.wait(0.05)
+
+
+def explain_missing(
+    kafka: KafkaSettings,
+    topics: dict[str, str],
+    group: str,
+    predictions: TopicReader,
+    expected: Iterable[str],
+) -> str:
+    """Where the articles missing from ``predictions`` went: their input partition and offset
+    beside the group's committed offsets, how many have a prediction written but not visible
+    read_committed, and each output partition's end beside its last stable offset (an open
+    transaction holds read_committed readers back at the second)."""
+    missing = set(expected) - set(predictions.ids())
+    inputs, _ = _read_all(kafka, topics["input"], "read_uncommitted")
+    outputs, ends = _read_all(kafka, topics["output"], "read_uncommitted")
+    _, stable = _read_all(kafka, topics["output"], "read_committed")
+    source = {json.loads(r.value)["id"]: (r.partition, r.offset) for r in inputs if r.value}
+    written = {json.loads(r.value)["article_id"] for r in outputs if r.value} & missing
+    read_to = predictions.positions()
+    first = sorted(missing, key=lambda name: source.get(name, (-1, -1)))[:12]
+    return "\n".join(
+        [
+            f"{len(missing)} missing, {len(written)} of them written but not visible",
+            "output partition: end / last stable / read to: "
+            + ", ".join(f"{p}: {ends[p]} / {stable[p]} / {read_to.get(p)}" for p in sorted(ends)),
+            f"committed input offsets: {dict(sorted(committed_offsets(kafka, group).items()))}",
+            "missing (input partition, offset): "
+            + ", ".join(f"{name} {source.get(name)}" for name in first),
+        ]
+    )
+
+
+def _read_all(kafka: KafkaSettings, topic: str, isolation: str) -> tuple[list[Any], dict[int, int]]:
+    """Every record of ``topic`` up to its end as ``isolation`` sees it (at most 20 s), and
+    that end per partition."""
+    consumer = KafkaConsumer(
+        **client_config(kafka), group_id=None, enable_auto_commit=False, isolation_level=isolation
+    )
+    try:
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or set()]
+        consumer.assign(parts)
+        consumer.seek_to_beginning()
+        ends = consumer.end_offsets(parts)
+        records: list[Any] = []
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and any(consumer.position(tp) < ends[tp] for tp in parts):
+            for batch in consumer.poll(timeout_ms=200).values():
+                records += batch
+        return records, {tp.partition: ends[tp] for tp in parts}
+    finally:
+        consumer.close()
 
 
 def child_pids(pid: int) -> list[int]:

@@ -18,7 +18,13 @@ import pytest
 
 from common.settings import KafkaSettings
 from tests.worker.harness import articles, env_for, expected_ids
-from tests.worker.kafka_tools import TopicReader, WorkerProcess, produce_steadily, wait_until
+from tests.worker.kafka_tools import (
+    TopicReader,
+    WorkerProcess,
+    explain_missing,
+    produce_steadily,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -89,7 +95,12 @@ def test_scaling_one_to_three_to_one_under_cooperative_sticky_loses_and_repeats_
         assert joiner.wait(60) == 0
     wait_until(lambda: len(assigned(first)) == 6, 120, "the first worker holding all six again")
     feed(2).join()
-    wait_until(lambda: len(predictions.ids()) == total, 120, "every article predicted")
+    wait_until(
+        lambda: len(predictions.ids()) == total,
+        120,
+        "every article predicted",
+        lambda: explain_missing(kafka_settings, t, group_id, predictions, expected_ids(total)),
+    )
     first.signal(signal.SIGTERM)
     assert first.wait(60) == 0
 
