@@ -31,35 +31,81 @@ def produce(
     *,
     partition: int | None = None,
 ) -> int:
-    """Send (key, value) pairs and wait for all of them; returns how many."""
+    """Send (key, value) pairs and wait for all of them; returns how many. Raises if the
+    broker refused any (kafka-python's ``flush`` does not)."""
     producer = KafkaProducer(**client_config(kafka), acks="all", linger_ms=5)
-    count = 0
+    sent: list[Any] = []
     try:
         for key, value in values:
-            producer.send(topic, key=key, value=value, partition=partition)
-            count += 1
+            sent.append(producer.send(topic, key=key, value=value, partition=partition))
         producer.flush(timeout=30)
     finally:
         close_kafka_producer(producer, 5)
-    return count
+    _check_sent(topic, sent)
+    return len(sent)
 
 
 def produce_steadily(
     kafka: KafkaSettings, topic: str, values: list[tuple[bytes | None, bytes | None]], rate: float
 ) -> None:
-    """Send ``values`` at about ``rate`` messages per second (in slices of 50 ms)."""
+    """Send ``values`` at about ``rate`` messages per second (in slices of 50 ms). Raises if
+    the broker refused any."""
     producer = KafkaProducer(**client_config(kafka), acks="all", linger_ms=5)
     started = time.monotonic()
     pause = threading.Event()
+    sent: list[Any] = []
     try:
-        for sent, (key, value) in enumerate(values):
-            producer.send(topic, key=key, value=value)
-            ahead = started + sent / rate - time.monotonic()
+        for count, (key, value) in enumerate(values):
+            sent.append(producer.send(topic, key=key, value=value))
+            ahead = started + count / rate - time.monotonic()
             if ahead > 0.05:
                 pause.wait(ahead)
         producer.flush(timeout=30)
     finally:
         close_kafka_producer(producer, 5)
+    _check_sent(topic, sent)
+
+
+def _check_sent(topic: str, sent: list[Any]) -> None:
+    failed = [future.exception for future in sent if not future.succeeded()]
+    if failed:
+        raise RuntimeError(
+            f"{len(failed)} of {len(sent)} records not written to {topic}: {failed[0]!r}"
+        )
+
+
+class Feeding:
+    """:func:`produce_steadily` on a thread; :meth:`join` raises what it raised."""
+
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        topic: str,
+        values: list[tuple[bytes | None, bytes | None]],
+        rate: float,
+    ) -> None:
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(kafka, topic, values, rate))
+        self._thread.start()
+
+    def _run(
+        self,
+        kafka: KafkaSettings,
+        topic: str,
+        values: list[tuple[bytes | None, bytes | None]],
+        rate: float,
+    ) -> None:
+        try:
+            produce_steadily(kafka, topic, values, rate)
+        except BaseException as exc:  # handed to the test's thread by join()
+            self._error = exc
+
+    def join(self, timeout_s: float = 300) -> None:
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            raise AssertionError(f"still producing after {timeout_s} s")
+        if self._error is not None:
+            raise self._error
 
 
 class TopicReader:

@@ -9,7 +9,6 @@ revocation holds fewer than all six of its partitions (the range assignor revoke
 from __future__ import annotations
 
 import signal
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,10 +18,10 @@ import pytest
 from common.settings import KafkaSettings
 from tests.worker.harness import articles, env_for, expected_ids
 from tests.worker.kafka_tools import (
+    Feeding,
     TopicReader,
     WorkerProcess,
     explain_missing,
-    produce_steadily,
     wait_until,
 )
 
@@ -68,14 +67,9 @@ def test_scaling_one_to_three_to_one_under_cooperative_sticky_loses_and_repeats_
             max_batch_size="16",
         )
 
-    def feed(part: int) -> threading.Thread:
+    def feed(part: int) -> Feeding:
         size = total // phases
-        chunk = stream[part * size : (part + 1) * size]
-        thread = threading.Thread(
-            target=produce_steadily, args=(kafka_settings, t["input"], chunk, 300.0)
-        )
-        thread.start()
-        return thread
+        return Feeding(kafka_settings, t["input"], stream[part * size : (part + 1) * size], 300.0)
 
     first = processes(env("first"), "first")
     wait_until(lambda: len(assigned(first)) == 6, 90, "the first worker holding all six")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import signal
 import sys
-import threading
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +22,7 @@ from model.settings import RegistrySettings
 from model.toy import toy_artifact
 from tests.worker.harness import LABELS, InProcess, articles, env_for, expected_ids, get
 from tests.worker.kafka_tools import (
+    Feeding,
     TopicReader,
     WorkerProcess,
     alive,
@@ -251,10 +251,7 @@ def test_exactly_once_holds_across_a_rebalance_when_a_second_worker_joins(
     t = topics(4)
     total, held_back = 2400, 600
     stream = articles(total)
-    feed = threading.Thread(
-        target=produce_steadily, args=(kafka_settings, t["input"], stream[:-held_back], 400.0)
-    )
-    feed.start()
+    feed = Feeding(kafka_settings, t["input"], stream[:-held_back], 400.0)
     predictions = reader(t["output"])
     eos = {
         "processing_guarantee": "exactly_once",
