@@ -40,7 +40,7 @@ from tests.reliability.support import (
 )
 from tests.reliability.support import trainer_env as _trainer_env
 from tests.worker.harness import FAST, LABELS, expected_ids
-from tests.worker.kafka_tools import TopicReader, WorkerProcess, wait_until
+from tests.worker.kafka_tools import TopicReader, WorkerProcess, explain_missing, wait_until
 
 TAGSTREAM = [sys.executable, "-m", "tagstream"]
 PARTITIONS = {"input": 6, "output": 3, "dlq": 1, "labelled": 2}
@@ -247,7 +247,12 @@ class Stream:
         predictions = TopicReader(self.kafka, self.topics["output"])
         try:
             wait_until(
-                lambda: len(predictions.ids()) >= self.total, patience_s, "every article predicted"
+                lambda: len(predictions.ids()) >= self.total,
+                patience_s,
+                "every article predicted",
+                lambda: explain_missing(
+                    self.kafka, self.topics, self.group, predictions, expected_ids(self.total)
+                ),
             )
         finally:
             predictions.close()

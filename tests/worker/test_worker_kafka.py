@@ -28,6 +28,7 @@ from tests.worker.kafka_tools import (
     alive,
     child_pids,
     committed_offsets,
+    explain_missing,
     produce,
     produce_steadily,
     wait_until,
@@ -226,7 +227,12 @@ def test_a_worker_killed_mid_stream_loses_nothing(
         )
     killed_at = len(predictions.snapshot())
     second = processes(env, "second")
-    wait_until(lambda: len(predictions.ids()) == total, 120, "every article predicted")
+    wait_until(
+        lambda: len(predictions.ids()) == total,
+        120,
+        "every article predicted",
+        lambda: explain_missing(kafka_settings, t, group_id, predictions, expected_ids(total)),
+    )
     second.signal(signal.SIGTERM)
     assert second.wait() == 0
     counts = predictions.ids()
