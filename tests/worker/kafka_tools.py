@@ -212,8 +212,8 @@ def explain_missing(
     inputs, _ = _read_all(kafka, topics["input"], "read_uncommitted")
     outputs, ends = _read_all(kafka, topics["output"], "read_uncommitted")
     _, stable = _read_all(kafka, topics["output"], "read_committed")
-    source = {json.loads(r.value)["id"]: (r.partition, r.offset) for r in inputs if r.value}
-    written = {json.loads(r.value)["article_id"] for r in outputs if r.value} & missing
+    source = {_field(r.value, "id"): (r.partition, r.offset) for r in inputs}
+    written = {_field(r.value, "article_id") for r in outputs} & missing
     read_to = predictions.positions()
     first = sorted(missing, key=lambda name: source.get(name, (-1, -1)))[:12]
     return "\n".join(
@@ -226,6 +226,15 @@ def explain_missing(
             + ", ".join(f"{name} {source.get(name)}" for name in first),
         ]
     )
+
+
+def _field(value: bytes | None, name: str) -> Any:
+    """``name`` of a JSON object record, or None for anything else (hostile input included)."""
+    try:
+        decoded = json.loads(value or b"")
+    except ValueError:
+        return None
+    return decoded.get(name) if isinstance(decoded, dict) else None
 
 
 def _read_all(kafka: KafkaSettings, topic: str, isolation: str) -> tuple[list[Any], dict[int, int]]:
