@@ -1,7 +1,8 @@
 """Scenario 8: twice the load one worker can take, for a while, then nothing more.
 
-The worker's maximum is measured first, on a backlog, with a model the size of the real one
-(a 100-dimensional embedding, a 128-unit BiLSTM) and articles as long as Reuters ones. Then
+The worker's maximum is measured first, on a backlog, with a model of the ``full`` profile's
+shape (taken from the profile: a 256-unit BiLSTM and the bag-of-words path) and articles as
+long as Reuters ones. Then
 articles are offered at twice that rate. The lag grows while the offer lasts and is worked
 off after it, and every article is predicted. After a warm-up (allocator arenas, bigger
 batches) the worker's memory stays flat while the backlog keeps growing: it pauses its
@@ -20,6 +21,7 @@ import pytest
 
 from common.settings import KafkaSettings
 from model.artifact import Artifact
+from model.config import NetworkConfig
 from model.network import build_network
 from model.toy import synthetic_articles, toy_artifact
 from schemas import Article
@@ -38,14 +40,17 @@ from tests.reliability.support import (
 )
 from tests.worker.harness import LABELS, env_for
 from tests.worker.kafka_tools import TopicReader, WorkerProcess, produce, wait_until
+from trainer.profiles import profile
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def full_size_artifact() -> Artifact:
-    """The toy model's encoder with the real model's network shape (weights random)."""
+    """The toy model's encoder with the ``full`` profile's network (weights random)."""
     toy = toy_artifact(LABELS)
-    config = dataclasses.replace(toy.config, embedding_dim=100, hidden_size=128)
+    config = NetworkConfig.for_data(
+        profile("full"), vocab_size=toy.config.vocab_size, n_labels=len(LABELS)
+    )
     state = {k: v.detach().clone() for k, v in build_network(config, seed=1).state_dict().items()}
     return dataclasses.replace(toy, config=config, state=state)
 
