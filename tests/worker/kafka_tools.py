@@ -85,20 +85,15 @@ class Feeding:
         rate: float,
     ) -> None:
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(kafka, topic, values, rate))
-        self._thread.start()
 
-    def _run(
-        self,
-        kafka: KafkaSettings,
-        topic: str,
-        values: list[tuple[bytes | None, bytes | None]],
-        rate: float,
-    ) -> None:
-        try:
-            produce_steadily(kafka, topic, values, rate)
-        except BaseException as exc:  # handed to the test's thread by join()
-            self._error = exc
+        def run() -> None:
+            try:
+                produce_steadily(kafka, topic, values, rate)
+            except BaseException as exc:  # handed to the test's thread by join()
+                self._error = exc
+
+        self._thread = threading.Thread(target=run)
+        self._thread.start()
 
     def join(self, timeout_s: float = 300) -> None:
         self._thread.join(timeout_s)
