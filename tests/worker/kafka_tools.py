@@ -245,7 +245,12 @@ def _read_all(kafka: KafkaSettings, topic: str, isolation: str) -> tuple[list[An
         ends = consumer.end_offsets(parts)
         records: list[Any] = []
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and any(consumer.position(tp) < ends[tp] for tp in parts):
+
+        def behind(tp: TopicPartition) -> bool:  # an unknown position counts as behind
+            at = consumer.position(tp, timeout_ms=1000)
+            return at is None or at < ends[tp]
+
+        while time.monotonic() < deadline and any(behind(tp) for tp in parts):
             for batch in consumer.poll(timeout_ms=200).values():
                 records += batch
         return records, {tp.partition: ends[tp] for tp in parts}
