@@ -37,7 +37,7 @@ from schemas import LabelledArticle, ModelManifest, TrainingDataSummary
 from trainer import checkpoint, distributed
 from trainer.data import EncodedSplit, encode_split, epoch_batches, with_title_copies
 from trainer.errors import TrainerError
-from trainer.linear_path import LinearPath, fit_linear_path
+from trainer.linear_path import RARE_BELOW, LinearPath, fit_linear_path
 from trainer.profiles import TrainingProfile, profile
 from trainer.progress import TrainingProgress
 from trainer.thresholds import DecisionRule, best_global_threshold, choose_rule
@@ -452,7 +452,12 @@ def _package(
 def _linear_path_settings(path: LinearPath | None) -> dict[str, float]:
     if path is None:
         return {}
-    return {"bag_of_words_c": path.c, "bag_of_words_weight": path.weight}
+    return {
+        "bag_of_words_c": path.c,
+        "bag_of_words_weight": path.weight,
+        "bag_of_words_rare_weight": path.rare_weight,
+        "bag_of_words_rare_below": RARE_BELOW,
+    }
 
 
 def _validation_metrics(
